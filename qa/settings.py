@@ -1,0 +1,62 @@
+"""Settings, built once from `QA_*` environment variables and passed explicitly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Mode = Literal["hybrid", "dense", "keyword"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is documented in the README (a test checks)."""
+
+    model_config = SettingsConfigDict(env_prefix="QA_", frozen=True, extra="ignore")
+
+    index_dir: Path = Field(Path("index"), description="Where the index lives.")
+    model: str | None = Field(
+        None,
+        description="A sentence-transformers model directory; unset means the bundled "
+        "all-MiniLM-L6-v2.",
+    )
+    device: str = Field("cpu", description="Torch device for the embedder.")
+    batch_size: int = Field(32, ge=1, le=4096, description="Embedding batch size.")
+    chunk_tokens: int = Field(
+        200, ge=16, le=2048, description="Chunk size in cl100k tokens (tiktoken)."
+    )
+    chunk_overlap: int = Field(
+        48, ge=0, description="Tokens shared by consecutive chunks of a document."
+    )
+    default_k: int = Field(5, ge=1, description="Passages returned when a request gives no k.")
+    max_k: int = Field(50, ge=1, le=1000, description="Largest k a request may ask for.")
+    max_question_chars: int = Field(
+        1000, ge=1, description="Longest question accepted, in characters."
+    )
+    mode: Mode = Field("hybrid", description="Default retrieval mode.")
+    host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `qa serve` binds.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed to call the API from a browser.",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than "
+                f"chunk_tokens ({self.chunk_tokens})"
+            )
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
+        return self

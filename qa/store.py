@@ -1,0 +1,353 @@
+"""SQLite: documents, chunks, their embeddings and the keyword index, changed in transactions.
+
+Why SQLite: one file, transactions that survive a crash (WAL), readers in many processes while
+one process writes, and FTS5 for keyword search kept in the same transaction as the chunk rows.
+Embeddings are stored beside their chunk so the FAISS snapshot can always be rebuilt from
+here without re-embedding, and so vectors computed elsewhere can be written in directly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qa.errors import DocumentNotFound
+from qa.types import Chunk, Document
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id           TEXT PRIMARY KEY,
+    title        TEXT NOT NULL,
+    source       TEXT,
+    date         TEXT,
+    url          TEXT,
+    metadata     TEXT NOT NULL DEFAULT '{}',
+    text         TEXT NOT NULL,          -- canonical text: every offset points into it
+    content_hash TEXT NOT NULL,
+    indexed_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,  -- also the FAISS id; never reused
+    document_id  TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    ordinal      INTEGER NOT NULL,
+    start        INTEGER NOT NULL,
+    end          INTEGER NOT NULL,
+    token_count  INTEGER NOT NULL,
+    page         INTEGER,
+    heading_path TEXT NOT NULL DEFAULT '[]',
+    embedding    BLOB,                   -- float32, normalized; NULL means "embed me"
+    UNIQUE (document_id, ordinal)
+);
+CREATE INDEX IF NOT EXISTS chunks_by_document ON chunks(document_id);
+-- Contentless: the chunk text lives once, in documents.text; rowid is the chunk id.
+CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
+    text, content='', tokenize='porter unicode61 remove_diacritics 2'
+);
+"""
+
+# Words too common to help a keyword query; BM25's IDF would mute them, but dropping them keeps
+# OR-queries from touching every row of a large collection.
+STOPWORDS = frozenset(
+    """a about above after again against all am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers herself him himself his how i if in into is it
+    its itself just me more most my myself no nor not now of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their theirs them
+    themselves then there these they this those through to too under until up very was we were
+    what when where which while who whom why will with would you your yours yourself
+    yourselves""".split()
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def keyword_query(question: str) -> str | None:
+    """A question → an FTS5 OR-query of its quoted content words (no FTS syntax can leak in)."""
+    words = [w for w in _WORD.findall(question.lower()) if w not in STOPWORDS]
+    if not words:
+        words = _WORD.findall(question.lower())
+    unique = list(dict.fromkeys(words))
+    return " OR ".join(f'"{w}"' for w in unique) if unique else None
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A chunk joined with what its citation needs."""
+
+    id: int
+    document_id: str
+    start: int
+    end: int
+    text: str
+    page: int | None
+    heading_path: tuple[str, ...]
+    title: str
+    source: str | None
+    date: str | None
+    url: str | None
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    id: str
+    title: str
+    source: str | None
+    date: str | None
+    url: str | None
+    metadata: dict[str, Any]
+    content_hash: str
+    indexed_at: str
+    chunk_count: int
+    text: str | None = None
+
+
+class Store:
+    """All SQL lives here. One connection per store, guarded by a lock (FastAPI uses threads)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                     timeout=30.0)
+        # WAL: readers in other processes never block on, or see half of, a write.
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        with self._lock:
+            self._conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: the cue to refresh the vectors."""
+        with self._lock:
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def replace_documents(
+        self,
+        items: Sequence[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]],
+    ) -> tuple[list[int], list[int]]:
+        """Insert or replace documents with their chunks, all in one transaction.
+
+        Returns (new chunk ids, removed chunk ids) so the vector index can follow.
+        """
+        added: list[int] = []
+        removed: list[int] = []
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for document, chunks, vectors in items:
+                    removed += self._delete_document(cur, document.id)
+                    cur.execute(
+                        "INSERT INTO documents (id, title, source, date, url, metadata, text,"
+                        " content_hash, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (document.id, document.title, document.source, document.date,
+                         document.url, json.dumps(dict(document.metadata), ensure_ascii=False),
+                         document.text, document.content_hash, now),
+                    )
+                    for i, chunk in enumerate(chunks):
+                        blob = None if vectors is None else vectors[i].astype(np.float32).tobytes()
+                        cur.execute(
+                            "INSERT INTO chunks (document_id, ordinal, start, end, token_count,"
+                            " page, heading_path, embedding) VALUES (?,?,?,?,?,?,?,?)",
+                            (document.id, chunk.ordinal, chunk.start, chunk.end,
+                             chunk.token_count, chunk.page,
+                             json.dumps(list(chunk.heading_path), ensure_ascii=False), blob),
+                        )
+                        chunk_id = int(cur.lastrowid or 0)
+                        cur.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
+                                    (chunk_id, chunk.text))
+                        added.append(chunk_id)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return added, removed
+
+    def delete_document(self, document_id: str) -> list[int]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                removed = self._delete_document(cur, document_id)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return removed
+
+    def _delete_document(self, cur: sqlite3.Cursor, document_id: str) -> list[int]:
+        row = cur.execute("SELECT text FROM documents WHERE id = ?", (document_id,)).fetchone()
+        if row is None:
+            return []
+        text = row[0]
+        spans = cur.execute(
+            "SELECT id, start, end FROM chunks WHERE document_id = ?", (document_id,)
+        ).fetchall()
+        # A contentless FTS5 row is deleted by repeating exactly the text it indexed.
+        cur.executemany(
+            "INSERT INTO chunks_fts (chunks_fts, rowid, text) VALUES ('delete', ?, ?)",
+            [(cid, text[s:e]) for cid, s, e in spans],
+        )
+        cur.execute("DELETE FROM documents WHERE id = ?", (document_id,))
+        return [cid for cid, _, _ in spans]
+
+    def set_embeddings(self, ids: Sequence[int], vectors: npt.NDArray[np.float32]) -> None:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany(
+                    "UPDATE chunks SET embedding = ? WHERE id = ?",
+                    [(v.astype(np.float32).tobytes(), int(i)) for i, v in zip(ids, vectors,
+                                                                               strict=True)],
+                )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def content_hashes(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._conn.execute("SELECT id, content_hash FROM documents").fetchall())
+
+    def sources(self) -> dict[str, str]:
+        with self._lock:
+            return dict(
+                self._conn.execute(
+                    "SELECT id, source FROM documents WHERE source IS NOT NULL"
+                ).fetchall()
+            )
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            docs = self._conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+            chunks = self._conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return int(docs), int(chunks)
+
+    def embedded_chunk_ids(self) -> npt.NDArray[np.int64]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT id FROM chunks WHERE embedding IS NOT NULL ORDER BY id"
+            ).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def embeddings(self, ids: Sequence[int], dimension: int) -> npt.NDArray[np.float32]:
+        out = np.zeros((len(ids), dimension), dtype=np.float32)
+        position = {int(i): n for n, i in enumerate(ids)}
+        for batch in _batches(list(position), 900):
+            with self._lock:
+                rows = self._conn.execute(
+                    f"SELECT id, embedding FROM chunks WHERE id IN ({','.join('?' * len(batch))})",
+                    batch,
+                ).fetchall()
+            for cid, blob in rows:
+                out[position[cid]] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def chunks_missing_embeddings(self) -> list[tuple[int, str]]:
+        with self._lock:
+            return self._conn.execute(
+                "SELECT c.id, substr(d.text, c.start + 1, c.end - c.start) FROM chunks c"
+                " JOIN documents d ON d.id = c.document_id WHERE c.embedding IS NULL"
+            ).fetchall()
+
+    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
+        """Chunks by id, with their text sliced from the document; deleted ids are absent."""
+        found: dict[int, ChunkRow] = {}
+        for batch in _batches([int(i) for i in ids], 900):
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT c.id, c.document_id, c.start, c.end,"
+                    " substr(d.text, c.start + 1, c.end - c.start), c.page, c.heading_path,"
+                    " d.title, d.source, d.date, d.url"
+                    " FROM chunks c JOIN documents d ON d.id = c.document_id"
+                    f" WHERE c.id IN ({','.join('?' * len(batch))})",
+                    batch,
+                ).fetchall()
+            for r in rows:
+                found[r[0]] = ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5],
+                                       tuple(json.loads(r[6])), r[7], r[8], r[9], r[10])
+        return found
+
+    def keyword_search(self, question: str, k: int) -> list[tuple[int, float]]:
+        """BM25 over chunks (FTS5); scores are positive, higher is better."""
+        query = keyword_query(question)
+        if query is None:
+            return []
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
+                " WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+                (query, k),
+            ).fetchall()
+        return [(int(r[0]), float(r[1])) for r in rows]
+
+    def document_text(self, document_id: str) -> str:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT text FROM documents WHERE id = ?", (document_id,)
+            ).fetchone()
+        if row is None:
+            raise DocumentNotFound(f"no document with id {document_id!r}")
+        return str(row[0])
+
+    def get_document(self, document_id: str, *, with_text: bool = True) -> DocumentRow:
+        rows = self._document_rows("WHERE d.id = ?", (document_id,), with_text=with_text)
+        if not rows:
+            raise DocumentNotFound(f"no document with id {document_id!r}")
+        return rows[0]
+
+    def list_documents(self, offset: int, limit: int) -> tuple[list[DocumentRow], int]:
+        total = self.counts()[0]
+        return self._document_rows("ORDER BY d.id LIMIT ? OFFSET ?", (limit, offset)), total
+
+    def _document_rows(
+        self, tail: str, params: tuple[Any, ...], *, with_text: bool = False
+    ) -> list[DocumentRow]:
+        text_col = "d.text" if with_text else "NULL"
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT d.id, d.title, d.source, d.date, d.url, d.metadata, d.content_hash,"
+                f" d.indexed_at, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id),"
+                f" {text_col} FROM documents d {tail}",
+                params,
+            ).fetchall()
+        return [
+            DocumentRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
+            for r in rows
+        ]
+
+    def iter_documents(self) -> Iterator[DocumentRow]:
+        offset = 0
+        while True:
+            rows, _ = self.list_documents(offset, 500)
+            if not rows:
+                return
+            yield from rows
+            offset += len(rows)
+
+
+def _batches(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,108 @@
+"""Shared fixtures: one real model per session, real indexes in tmp_path, a real HTTP server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from qa.api import create_app  # noqa: E402
+from qa.collection import Collection  # noqa: E402
+from qa.embedding import Embedder  # noqa: E402
+from qa.indexing import index_paths  # noqa: E402
+from qa.settings import Settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real bundled all-MiniLM-L6-v2, loaded once."""
+    return Embedder()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(index_dir=tmp_path / "index")
+
+
+@pytest.fixture
+def seed_docs(tmp_path: Path) -> Path:
+    """A copy of seeds/ so tests may change it freely."""
+    target = tmp_path / "seeds"
+    shutil.copytree(SEEDS, target, ignore=shutil.ignore_patterns("*.jsonl"))
+    return target
+
+
+@pytest.fixture
+def collection(settings: Settings, embedder: Embedder) -> Iterator[Collection]:
+    opened = Collection.open(settings, embedder, create=True)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def built_index(collection: Collection, seed_docs: Path) -> Collection:
+    """The one definition of "a built index": the seed corpus, indexed."""
+    summary = index_paths(collection, [seed_docs], progress=False)
+    assert not summary.errors
+    return collection
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The real app under uvicorn on 127.0.0.1, in a thread."""
+
+    def __init__(self, settings: Settings, embedder: Embedder) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings, embedder=embedder), host="127.0.0.1",
+                                port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def served_index(built_index: Collection, settings: Settings, embedder: Embedder
+                 ) -> Iterator[str]:
+    """Base URL of a live server over the built seed index."""
+    built_index.close()
+    with LiveServer(settings, embedder) as server:
+        yield server.url
+
+
+@pytest.fixture
+def http(served_index: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served_index, timeout=30) as client:
+        yield client

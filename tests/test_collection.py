@@ -1,0 +1,81 @@
+"""The on-disk index: reopening, refusing a mismatched model, repairing its vector snapshot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qa.collection import MANIFEST, SNAPSHOT, Collection
+from qa.embedding import Embedder
+from qa.errors import DocumentNotFound, IndexMismatch, IndexNotFound
+from qa.indexing import index_paths
+from qa.settings import Settings
+from qa.types import Document
+
+
+def test_reopened_index_answers_the_same(built_index: Collection, settings: Settings,
+                                          embedder: Embedder) -> None:
+    before = built_index.dense_search("who led the Russian delegation?", 3)
+    built_index.close()
+    reopened = Collection.open(settings, embedder)
+    assert reopened.dense_search("who led the Russian delegation?", 3) == before
+    assert reopened.check()["missing_vectors"] == 0
+
+
+def test_opening_with_another_model_is_refused(built_index: Collection, settings: Settings,
+                                               embedder: Embedder) -> None:
+    built_index.close()
+    manifest = settings.index_dir / MANIFEST
+    data = json.loads(manifest.read_text())
+    data["model"] = "some-other-model"
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(IndexMismatch, match="some-other-model"):
+        Collection.open(settings, embedder)
+
+
+def test_opening_a_missing_index_says_how_to_build_one(tmp_path: Path, embedder: Embedder
+                                                       ) -> None:
+    with pytest.raises(IndexNotFound, match="qa index"):
+        Collection.open(Settings(index_dir=tmp_path / "nope"), embedder)
+
+
+def test_lost_snapshot_is_rebuilt_from_sqlite_without_embedding(
+    built_index: Collection, settings: Settings, embedder: Embedder
+) -> None:
+    built_index.close()
+    (settings.index_dir / SNAPSHOT).unlink()
+    calls = embedder.calls
+    reopened = Collection.open(settings, embedder)
+    report = reopened.check()
+    assert report["vectors"] == report["chunks"] > 0
+    assert embedder.calls == calls, "vectors come back from SQLite, not from the model"
+
+
+def test_stale_snapshot_is_reconciled_at_open(built_index: Collection, settings: Settings,
+                                              embedder: Embedder) -> None:
+    built_index.save_snapshot()
+    stale = (settings.index_dir / SNAPSHOT).read_bytes()
+    built_index.add([Document(id="new", text="Penguins live in Antarctica.", title="New")])
+    built_index.delete(next(iter(built_index.store.content_hashes())))
+    built_index.close()
+    (settings.index_dir / SNAPSHOT).write_bytes(stale)  # as if we crashed before saving
+    reopened = Collection.open(settings, embedder)
+    report = reopened.check()
+    assert report["missing_vectors"] == report["orphan_vectors"] == 0
+    top = reopened.dense_search("where do penguins live?", 1)
+    assert reopened.store.chunk_rows([top[0][0]])[top[0][0]].document_id == "new"
+
+
+def test_unchanged_documents_cost_no_embedding(built_index: Collection, seed_docs: Path,
+                                               embedder: Embedder) -> None:
+    calls = embedder.calls
+    summary = index_paths(built_index, [seed_docs], progress=False)
+    assert summary.unchanged == 1 and summary.embedded == 0
+    assert embedder.calls == calls
+
+
+def test_deleting_an_unknown_document_is_not_found(built_index: Collection) -> None:
+    with pytest.raises(DocumentNotFound):
+        built_index.delete("missing")
