@@ -97,8 +97,21 @@ def _pieces(text: str, max_tokens: int) -> list[_Piece]:
             lead, stripped = len(part) - len(part.lstrip()), part.strip()
             if stripped:
                 a += lead
-                b = a + len(stripped)
-                pieces.append(_Piece(a, b, len(enc.encode_ordinary(stripped))))
+                pieces.extend(_fit(text, a, a + len(stripped), max_tokens))
+    return pieces
+
+
+def _fit(text: str, start: int, end: int, max_tokens: int) -> list[_Piece]:
+    """A span re-encoded on its own can count more tokens than the cut predicted; halve it."""
+    count = len(get_encoding().encode_ordinary(text[start:end]))
+    if count <= max_tokens or end - start <= 1:
+        return [_Piece(start, end, count)]
+    middle = (start + end) // 2
+    left, right = text[start:middle].rstrip(), text[middle:end]
+    pieces = _fit(text, start, start + len(left), max_tokens) if left.strip() else []
+    lead = len(right) - len(right.lstrip())
+    if right.strip():
+        pieces += _fit(text, middle + lead, end, max_tokens)
     return pieces
 
 
@@ -106,6 +119,7 @@ def split_text(text: str, chunk_tokens: int, overlap: int) -> list[tuple[int, in
     """(start, end, token_count) windows over `text`; pure, so it can be property-tested."""
     if overlap >= chunk_tokens:
         raise ValueError("overlap must be smaller than chunk_tokens")
+    enc = get_encoding()
     pieces = _pieces(text, chunk_tokens)
     windows: list[tuple[int, int, int]] = []
     i = 0
@@ -115,6 +129,11 @@ def split_text(text: str, chunk_tokens: int, overlap: int) -> list[tuple[int, in
         while j + 1 < len(pieces) and total + pieces[j + 1].tokens + 1 <= chunk_tokens:
             j += 1
             total += pieces[j].tokens + 1
+        # Joined sentences can tokenize differently from their parts: measure, and shrink.
+        total = len(enc.encode_ordinary(text[pieces[i].start : pieces[j].end]))
+        while total > chunk_tokens and j > i:
+            j -= 1
+            total = len(enc.encode_ordinary(text[pieces[i].start : pieces[j].end]))
         windows.append((pieces[i].start, pieces[j].end, total))
         if j + 1 >= len(pieces):
             break
