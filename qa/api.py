@@ -17,18 +17,26 @@ from qa import __version__
 from qa.collection import Collection
 from qa.embedding import Embedder
 from qa.errors import InvalidInput, QAError
+from qa.pages import router as pages_router
 from qa.retrieval import retrieve
 from qa.schemas import (
     AskResponse,
     DocumentOut,
     DocumentPage,
     Health,
+    Problem,
     ask_request_model,
     ask_response,
     document_out,
     document_summary,
 )
 from qa.settings import Settings
+from qa.writes import (
+    RATE_LIMITED_RESPONSE,
+    AskRateLimit,
+    BodyLimitMiddleware,
+    documents_router,
+)
 
 PROBLEM = "application/problem+json"
 
@@ -38,12 +46,18 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def error_response(exc: QAError) -> JSONResponse:
+    response = problem(exc.status, exc.title, exc.detail)
+    response.headers.update(exc.headers)
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves as the same problem+json shape."""
 
     @app.exception_handler(QAError)
     async def _qa_error(request: Request, exc: QAError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -65,6 +79,33 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return problem(500, "Internal error", f"{type(exc).__name__}: the server failed; see logs")
+
+
+def declare_problem_responses(app: FastAPI) -> None:
+    """Make the OpenAPI schema say what the handlers send: every 4xx/5xx is problem+json."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["Problem"] = Problem.model_json_schema()
+        ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.setdefault("responses", {})
+                if "requestBody" in operation:
+                    responses.setdefault("413", {"description": "Body over QA_MAX_BODY_BYTES"})
+                    responses.setdefault("415", {"description": "Unsupported content type"})
+                for code, response in responses.items():
+                    if code[:1] in ("4", "5"):
+                        response["content"] = {PROBLEM: ref}
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
@@ -90,6 +131,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     )
     app.state.settings = settings
     install_error_handlers(app)
+    declare_problem_responses(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                       render=error_response)
+    ask_rate_limit = AskRateLimit(settings.ask_rate_limit)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -104,7 +149,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     CollectionDep = Annotated[Collection, Depends(get_collection)]
 
     @app.post("/ask", response_model=AskResponse, tags=["search"],
-              responses={422: {"description": "Invalid question, k or mode"}})
+              dependencies=[Depends(ask_rate_limit)],
+              responses={422: {"description": "Invalid question, k or mode"},
+                         **RATE_LIMITED_RESPONSE})
     def ask(body: AskRequest, collection: CollectionDep) -> AskResponse:  # type: ignore[valid-type]
         started = time.perf_counter()
         question = body.question.strip()  # type: ignore[attr-defined]
@@ -134,6 +181,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         return Health(status="ok", documents=documents, chunks=chunks,
                       model=collection.manifest.model)
 
+    app.include_router(pages_router)
+    app.include_router(documents_router(settings))
     return app
 
 

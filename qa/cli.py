@@ -75,13 +75,21 @@ def cli() -> None:
 @click.option("--prune", is_flag=True, help="Remove documents whose files are gone.")
 @click.option("--force", is_flag=True, help="Re-embed even unchanged documents.")
 @click.option("--rebuild", is_flag=True, help="Delete the index first and build it anew.")
+@click.option("--print-ids", is_flag=True,
+              help="Print each document id on stdout once its group is committed.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]",
+              help="Embed with Ray Data: a small local Ray, or the cluster at ADDRESS "
+              "(give it as --ray=ADDRESS, after the paths). Needs the `ray` extra.")
 def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: bool,
-          rebuild: bool) -> None:
-    """Index files and folders (.txt, .md), recursively; unchanged files are skipped.
+          rebuild: bool, print_ids: bool, ray_address: str | None) -> None:
+    """Index files and folders (.txt, .md, .html, .pdf, .docx), recursively; unchanged files
+    are skipped, and a file that cannot be read is reported while the rest are indexed.
 
     \b
     Example:
         qa index seeds/ notes/today.md --prune
+        qa index corpus/ --ray=ray://head:10001
     """
     from qa.collection import Collection
     from qa.indexing import index_paths
@@ -91,7 +99,16 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
         shutil.rmtree(settings.index_dir)
     collection = Collection.open(settings, load_embedder(settings), create=True)
     try:
-        summary = index_paths(collection, list(paths), prune=prune, force=force)
+        if ray_address is not None:
+            from qa.distributed import index_paths_on_ray
+
+            summary = index_paths_on_ray(
+                collection, list(paths), settings, prune=prune, force=force,
+                address=None if ray_address == "local" else ray_address,
+                on_commit=print_committed if print_ids else None)
+        else:
+            summary = index_paths(collection, list(paths), prune=prune, force=force,
+                                  on_commit=print_committed if print_ids else None)
     finally:
         collection.close()
     for _, message in summary.errors:
@@ -106,6 +123,13 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
     )
     if summary.errors:
         sys.exit(1)
+
+
+def print_committed(ids: list[str]) -> None:
+    """One id a line, flushed at once: a script that kills us knows what was committed."""
+    for doc_id in ids:
+        click.echo(doc_id)
+    sys.stdout.flush()
 
 
 @cli.command()
@@ -194,6 +218,68 @@ def check(index_dir: Path | None) -> None:
     click.echo(json.dumps(report))
     if report["missing_vectors"] or report["orphan_vectors"]:
         sys.exit(1)
+
+
+@cli.command("eval")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@index_option
+@click.option("--url", default=None, help="Evaluate a running service (POST URL/ask).")
+@click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default=None,
+              help="Retrieval mode (default: $QA_MODE or hybrid).")
+@click.option("--compare", default=None, help="Several modes side by side: dense,keyword,hybrid.")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True,
+              help="Cut-off for recall@k and the largest hit@k.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Write metrics.json, report.md and hit_at_k.png here.")
+@click.option("--run-file", type=click.Path(path_type=Path), default=None,
+              help="Write a TREC run file.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache/eval"),
+              show_default=True, help="Where indexes built for SQuAD/BEIR data are kept.")
+@click.option("--no-cache", is_flag=True, help="Build the dataset's index afresh, keep nothing.")
+def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | None,
+          compare: str | None, k: int, as_json: bool, report_dir: Path | None,
+          run_file: Path | None, cache_dir: Path, no_cache: bool) -> None:
+    """Evaluate retrieval on a labelled question set: SQuAD JSON, a BEIR folder, or JSONL of
+    {"question", "answers": [...]} lines (judged against --index or --url).
+
+    \b
+    Example:
+        qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json --compare dense,keyword,hybrid
+        qa eval seeds/questions.jsonl --url http://127.0.0.1:8000 --json
+    """
+    from qa.eval import DatasetError, load_dataset, run_evaluation
+    from qa.eval.report import format_table, metrics_object, write_report, write_run_file
+
+    settings = build_settings(index_dir=index_dir)
+    if index_dir is not None and url is not None:
+        fail("give --index or --url, not both", 2)
+    modes = [m.strip() for m in compare.split(",") if m.strip()] if compare else [
+        mode or settings.mode]
+    unknown = [m for m in modes if m not in ("hybrid", "dense", "keyword")]
+    if unknown or not modes:
+        fail(f"--compare takes modes among dense, keyword, hybrid; got {compare!r}", 2)
+    try:
+        data = load_dataset(dataset)
+    except DatasetError as exc:
+        fail(exc.detail, 2)
+    progress = sys.stderr.isatty()
+    results = run_evaluation(
+        data, settings, modes, k, index_dir=index_dir, url=url,
+        cache_dir=None if no_cache else cache_dir, progress=progress,
+        log=lambda line: click.echo(line, err=True),
+    )
+    if run_file is not None:
+        for path in write_run_file(run_file, results):
+            click.echo(f"wrote {path}", err=True)
+    if report_dir is not None:
+        for path in write_report(report_dir, data, results, k, compare=compare is not None):
+            click.echo(f"wrote {path}", err=True)
+    if as_json:
+        click.echo(json.dumps(metrics_object(data, results, compare=compare is not None)))
+    else:
+        click.echo(f"{data.name}: {len(data.questions)} questions")
+        click.echo(format_table(results))
 
 
 def main() -> None:

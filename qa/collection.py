@@ -228,7 +228,8 @@ class Collection:
             if pending:
                 self._vectors.add(np.asarray([c for c, _ in pending], dtype=np.int64),
                                   np.stack([v for _, v in pending]))
-            self._seen_version = self.store.data_version()
+            # No `_seen_version` update: our own commits leave data_version alone, and a
+            # change it does show came from another process and still needs reconciling.
             self._dirty = True
         if any(v is None for _, _, v in items):
             self.refresh(force=True)
@@ -240,8 +241,7 @@ class Collection:
                 # A document has at least one chunk, so nothing removed means it was not there.
                 raise DocumentNotFound(f"no document with id {document_id!r}")
             self._vectors.remove(np.asarray(removed, dtype=np.int64))
-            self._seen_version = self.store.data_version()
-            self._dirty = True
+            self._dirty = True  # `_seen_version` left alone, as in `write_embedded`
         return len(removed)
 
     # -- search ------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 class QAError(Exception):
     """Base of every error the service reports to a user."""
@@ -9,9 +11,10 @@ class QAError(Exception):
     status: int = 500
     title: str = "Internal error"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = dict(headers or {})  # e.g. Retry-After, WWW-Authenticate
 
 
 class InvalidInput(QAError):
@@ -39,3 +42,39 @@ class IndexMismatch(QAError):
 
     status = 409
     title = "Index does not match settings"
+
+
+class Unauthorized(QAError):
+    """No credentials, or not a Bearer key: the client should authenticate."""
+
+    status = 401
+    title = "Unauthorized"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(QAError):
+    """Credentials given but not accepted, or writes are disabled on this server."""
+
+    status = 403
+    title = "Forbidden"
+
+
+class PayloadTooLarge(QAError):
+    status = 413
+    title = "Payload too large"
+
+
+class UnsupportedMediaType(QAError):
+    status = 415
+    title = "Unsupported media type"
+
+
+class RateLimited(QAError):
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+        self.retry_after = retry_after

@@ -1,6 +1,7 @@
 """Files → `Document`: decoding, front matter, the `date YYYY-MM-DD` prefix, titles and ids.
 
-Each supported suffix maps to one parser in `PARSERS`; new formats register there.
+Each supported suffix maps to one parser in `PARSERS`; new formats register there. Text and
+Markdown are parsed here; HTML, PDF and DOCX in `qa.formats`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from qa.types import Document, Section
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
-_FRONT_MATTER = re.compile(r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S)
+_FRONT_MATTER = re.compile(
+    r"\A\ufeff?---[ \t]*\r?\n(.*?)\r?\n(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.S
+)
 _DATE_PREFIX = re.compile(r"\A\s*date[ \t:]+(\d{4}-\d{2}-\d{2})\b[ \t]*", re.I)
 _ATX_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
 
@@ -55,7 +58,8 @@ def split_front_matter(text: str, name: str) -> tuple[str, dict[str, Any]]:
     try:
         meta = yaml.safe_load(match.group(1)) or {}
     except yaml.YAMLError as exc:
-        raise InvalidInput(f"{name}: front matter is not valid YAML ({exc})".splitlines()[0]) from None
+        message = f"{name}: front matter is not valid YAML ({exc})".splitlines()[0]
+        raise InvalidInput(message) from None
     if not isinstance(meta, dict):
         raise InvalidInput(f"{name}: front matter must be a mapping")
     return text[match.end() :], {str(k): _plain(v) for k, v in meta.items()}
@@ -101,7 +105,30 @@ def parse_markdown(data: bytes, name: str) -> Parsed:
 
 
 Parser = Callable[[bytes, str], Parsed]
-PARSERS: dict[str, Parser] = {".txt": parse_plain, ".md": parse_markdown, ".markdown": parse_markdown}
+
+
+def _from_formats(parser_name: str) -> Parser:
+    """HTML/PDF/DOCX parsers live in `qa.formats` (which imports this module): load on use."""
+
+    def parse(data: bytes, name: str) -> Parsed:
+        from qa import formats
+
+        parser: Parser = getattr(formats, parser_name)
+        return parser(data, name)
+
+    parse.__name__ = parser_name
+    return parse
+
+
+PARSERS: dict[str, Parser] = {
+    ".txt": parse_plain,
+    ".md": parse_markdown,
+    ".markdown": parse_markdown,
+    ".html": _from_formats("parse_html"),
+    ".htm": _from_formats("parse_html"),
+    ".pdf": _from_formats("parse_pdf"),
+    ".docx": _from_formats("parse_docx"),
+}
 
 
 def supported_suffixes() -> list[str]:

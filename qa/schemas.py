@@ -11,6 +11,20 @@ from qa.store import DocumentRow
 from qa.types import Passage
 
 
+class Problem(BaseModel):
+    """RFC 9457 problem details: the body of every error response."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="Each invalid field of a 422: its location and message."
+    )
+
+
 class HighlightOut(BaseModel):
     start: int = Field(description="Offset of the answer span in the document text.")
     end: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Mode = Literal["hybrid", "dense", "keyword"]
@@ -42,6 +42,50 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated origins allowed to call the API from a browser.",
     )
+
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer keys allowed to change documents over HTTP; "
+        "none means HTTP writes are refused.",
+    )
+    ask_rate_limit: str | None = Field(
+        default="60/minute",
+        description="Per-client limit on POST /ask, per worker process, in `limits` notation "
+        "(`N/second`, `N/minute`, `N/hour`); empty turns it off.",
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
+    )
+    max_batch_documents: int = Field(
+        default=100, ge=1, le=10_000, description="Most documents one POST /documents may carry."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [k.strip() for k in value.split(",") if k.strip()]
+        if isinstance(value, list):
+            for key in value:
+                raw = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
+                if not raw or any(c.isspace() or c == "," for c in raw):
+                    raise ValueError("each API key must be non-empty, without spaces or commas")
+        return value
+
+    @field_validator("ask_rate_limit", mode="before")
+    @classmethod
+    def _parse_rate(cls, value: object) -> object:
+        if value is None or (isinstance(value, str) and value.strip().lower() in {"", "off"}):
+            return None
+        from limits import parse
+
+        try:
+            parse(str(value))
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a rate such as '60/minute' or '5/second'"
+            ) from None
+        return str(value).strip()
 
     @field_validator("cors_origins", mode="before")
     @classmethod

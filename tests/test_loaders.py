@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from qa.errors import InvalidInput, UnsupportedFile
-from qa.loaders import document_id_for, iter_files, load_file
+from qa.loaders import document_id_for, iter_files, load_file, supported_suffixes
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -30,7 +32,8 @@ def test_leading_date_prefix_becomes_the_date_and_leaves_the_text(tmp_path: Path
 
 
 def test_title_falls_back_to_heading_then_file_name(tmp_path: Path) -> None:
-    assert load_file(write(tmp_path / "x.md", "intro\n\n# Real Title\n\nbody")).title == "Real Title"
+    heading_only = write(tmp_path / "x.md", "intro\n\n# Real Title\n\nbody")
+    assert load_file(heading_only).title == "Real Title"
     assert load_file(write(tmp_path / "2025-01-02-peace_talks.txt", "body")).title == "Peace talks"
 
 
@@ -71,3 +74,28 @@ def test_ids_are_paths_relative_to_the_working_directory(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert document_id_for(Path("seeds/a.txt")) == "seeds/a.txt"
+
+
+def test_folders_yield_html_pdf_and_docx_files(tmp_path: Path) -> None:
+    for name in ("page.html", "old.htm", "report.PDF", "guide.docx", "legacy.doc"):
+        write(tmp_path / name, "x")
+    assert sorted(p.name for p in iter_files([tmp_path])) == [
+        "guide.docx", "old.htm", "page.html", "report.PDF"
+    ]
+
+
+def test_loading_text_formats_does_not_import_the_html_pdf_and_docx_libraries() -> None:
+    # They cost hundreds of milliseconds; `qa --help` and .txt/.md indexing must not pay it.
+    code = (
+        "import sys, qa.cli, qa.loaders; "
+        "print(sorted(m for m in ('trafilatura', 'pypdf', 'docx', 'qa.formats') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_supported_suffix_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    section = readme.split("## Document formats", 1)[1].split("\n## ", 1)[0]
+    assert [s for s in supported_suffixes() if f"`{s}`" not in section] == []

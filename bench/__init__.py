@@ -1,0 +1,1 @@
+"""`make bench`: speed and scale of `qa` against the physical floor and a peer, as JSON."""

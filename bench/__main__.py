@@ -1,0 +1,246 @@
+"""`python -m bench [--quick] [--json]`: run every measurement, print a table, save JSON.
+
+Timings on a shared machine are noisy, so every claim is a ratio of two things measured side by
+side in the same run (our /ask against the floor, our ingestion against raw encode, qa against
+txtai), and every latency is a median or percentile over many single requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from bench.corpus import (  # noqa: E402
+    Corpus,
+    cached_vectors,
+    chunked,
+    corpus_key,
+    grown,
+    scifact_documents,
+    scifact_questions,
+)
+from bench.measure import machine, revision  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+PLANS: dict[str, dict[str, Any]] = {
+    # real: SciFact chunks with real embeddings; sizes: collections served over HTTP.
+    "full": {"real": 10_000, "sizes": [10_000, 100_000], "ask_questions": 300,
+             "throughput_questions": 200, "concurrency": 4, "ingest_chunks": 1000,
+             "ingest_rounds": 2, "int8_texts": 256, "peer_chunks": 1000, "peer_questions": 100,
+             "ann_vectors": 1_000_000, "ann_queries": 200},
+    "quick": {"real": 2_000, "sizes": [2_000, 20_000], "ask_questions": 80,
+              "throughput_questions": 60, "concurrency": 4, "ingest_chunks": 200,
+              "ingest_rounds": 1, "int8_texts": 64, "peer_chunks": 200, "peer_questions": 40,
+              "ann_vectors": 200_000, "ann_queries": 100},
+    # Checks that the bench itself runs end to end; its numbers mean little.
+    "smoke": {"real": 300, "sizes": [300, 3_000], "ask_questions": 20,
+              "throughput_questions": 12, "concurrency": 2, "ingest_chunks": 40,
+              "ingest_rounds": 1, "int8_texts": 16, "peer_chunks": 40, "peer_questions": 10,
+              "ann_vectors": 30_000, "ann_queries": 20},
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(plan_name: str, skip: set[str]) -> dict[str, Any]:
+    from bench.ann import measure_ann
+    from bench.ingest import measure_ingestion, measure_int8
+    from bench.peer import measure_peer, txtai_available
+    from bench.serving import build_collection, measure_size
+    from qa.embedding import Embedder
+    from qa.settings import Settings
+
+    plan = PLANS[plan_name]
+    settings = Settings()
+    embedder = Embedder(settings.model, batch_size=settings.batch_size)
+    questions = scifact_questions()
+    out: dict[str, Any] = {
+        "plan": plan_name, "params": plan, "revision": revision(), "machine": machine(),
+        "settings": settings.model_dump(mode="json"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": "SciFact corpus (../shared/eval/beir-scifact) chunked with the default chunker;"
+                " questions are SciFact queries",
+    }
+
+    log(f"real corpus: {plan['real']} chunks of SciFact (embeddings cached)")
+    documents, chunks = chunked(scifact_documents(), settings.chunk_tokens,
+                                settings.chunk_overlap, plan["real"])
+    texts = [c.text for cs in chunks for c in cs]
+    real = cached_vectors(texts, embedder, corpus_key(embedder.name, settings.chunk_tokens,
+                                                      settings.chunk_overlap))
+    base = Corpus(documents, chunks, real)
+
+    def subset(n: int) -> tuple[list[Any], list[str]]:
+        docs, parts = chunked(documents, settings.chunk_tokens, settings.chunk_overlap, n)
+        return docs, [c.text for cs in parts for c in cs]
+
+    if "ingest" not in skip:
+        log("ingestion vs model.encode alone")
+        docs, sub = subset(plan["ingest_chunks"])
+        out["ingestion"] = measure_ingestion(docs, sub, embedder, plan["ingest_rounds"])
+        log("int8-quantized embedder vs default")
+        out["embedder_int8"] = measure_int8(texts[: plan["int8_texts"]], embedder)
+
+    if "ask" not in skip:
+        out["ask"] = {}
+        ask_q = questions[: plan["ask_questions"]]
+        tput_q = questions[plan["ask_questions"] : plan["ask_questions"]
+                           + plan["throughput_questions"] + 5]
+        with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
+            for size in plan["sizes"]:
+                corpus = base if size <= base.size else grown(base, size)
+                log(f"/ask at {corpus.size} chunks ({corpus.synthetic_vectors} synthetic vectors):"
+                    " building")
+                directory = Path(tmp) / f"index-{size}"
+                built = build_collection(corpus, directory, embedder)
+                log(f"/ask at {corpus.size} chunks: serving and measuring")
+                measured = measure_size(directory, embedder, ask_q, port=free_port(),
+                                        concurrency=plan["concurrency"],
+                                        throughput_questions=tput_q)
+                measured.update(built)
+                measured["synthetic_vectors"] = corpus.synthetic_vectors
+                if corpus.synthetic_vectors:
+                    measured["synthetic"] = ("copies of real SciFact documents (real text, ids"
+                                             " ID~j); their vectors are the real ones + noise")
+                out["ask"][str(size)] = measured
+        small, large = (out["ask"][str(s)] for s in plan["sizes"])
+        out["memory_per_chunk_bytes"] = round(
+            (large["server_rss_bytes_after"] - small["server_rss_bytes_after"])
+            / (large["chunks"] - small["chunks"]))
+        out["disk_per_chunk_bytes"] = round(large["disk_bytes"] / large["chunks"])
+
+    if "peer" not in skip:
+        missing = txtai_available()
+        if missing:
+            out["peer"] = {"skipped": missing}
+        else:
+            log("peer: txtai, same chunks and questions")
+            docs, sub = subset(plan["peer_chunks"])
+            peer_q = questions[700 : 700 + plan["peer_questions"]]
+            out["peer"] = measure_peer(docs, sub, peer_q, embedder)
+
+    if "ann" not in skip:
+        log(f"ANN: {plan['ann_vectors']} synthetic vectors")
+        queries = embedder.embed(questions[-plan["ann_queries"] :], progress=False)
+        out["ann"] = measure_ann(real, queries, plan["ann_vectors"])
+
+    out["acceptance"] = acceptance(out, plan)
+    out["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return out
+
+
+def acceptance(out: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    checks: dict[str, Any] = {}
+    if "ask" in out:
+        large = out["ask"][str(plan["sizes"][-1])]
+        for mode in ("hybrid", "dense"):
+            ratio = large[f"ask_{mode}"]["p50_over_floor"]
+            checks[f"ask_{mode}_p50_le_2x_floor_at_{large['chunks']}"] = {
+                "value": ratio, "pass": ratio <= 2.0}
+    if "ingestion" in out:
+        ratio = out["ingestion"]["ratio_to_encode"]
+        checks["ingestion_ge_0.85x_encode"] = {"value": ratio, "pass": ratio >= 0.85}
+    if "ann" in out:
+        ann = out["ann"]
+        checks[f"ann_{ann['vectors']}_p50_le_5ms_recall_ge_0.98"] = {
+            "value": [ann["search_p50_ms"], ann["recall_at_10"]],
+            "pass": ann["search_p50_ms"] <= 5.0 and ann["recall_at_10"] >= 0.98}
+    return checks
+
+
+def table(out: dict[str, Any]) -> str:
+    rows: list[tuple[str, str]] = []
+    if "ingestion" in out:
+        i = out["ingestion"]
+        rows.append(("ingestion chunks/s (qa / encode alone)",
+                     f"{i['chunks_per_s']} / {i['encode_only_chunks_per_s']}"
+                     f"  ratio {i['ratio_to_encode']}"))
+        q = out["embedder_int8"]
+        rows.append(("int8 embedder: speed-up, cosine min",
+                     f"{q['speedup']}x, {q['cosine_min']} → "
+                     + ("adopted" if q["adopted"] else "not adopted")))
+    for size, a in out.get("ask", {}).items():
+        tag = f"{a['chunks']} chunks" + (" (synthetic vectors)" if a["synthetic_vectors"] else "")
+        for mode in ("hybrid", "dense"):
+            m = a[f"ask_{mode}"]
+            rows.append((f"/ask {mode} @ {tag} p50/p95/p99 ms",
+                         f"{m['p50_ms']} / {m['p95_ms']} / {m['p99_ms']}"
+                         f"  = {m['p50_over_floor']}x floor"))
+        rows.append((f"floor @ {size} (embed + {a['layout']} search) p50 ms",
+                     str(a["floor"]["p50_ms"])))
+        rows.append((f"req/s @ {size} (hybrid, {a['requests_per_s']['concurrency']} clients)",
+                     str(a["requests_per_s"]["hybrid"])))
+        rows.append((f"index open @ {size} ms", str(a["index_open_ms"])))
+        if a["recall_at_10_vs_exact"] is not None:
+            rows.append((f"HNSW recall@10 vs exact @ {size}", str(a["recall_at_10_vs_exact"])))
+    if "memory_per_chunk_bytes" in out:
+        rows.append(("server memory per chunk (bytes)", str(out["memory_per_chunk_bytes"])))
+        rows.append(("disk per chunk (bytes)", str(out["disk_per_chunk_bytes"])))
+    if "ann" in out:
+        n = out["ann"]
+        rows.append((f"ANN {n['vectors']} synthetic vectors: p50 ms, recall@10",
+                     f"{n['search_p50_ms']}, {n['recall_at_10']}"
+                     f"  (exact p50 {n['exact_search_p50_ms']} ms)"))
+    if "peer" in out and "skipped" not in out["peer"]:
+        p = out["peer"]
+        rows.append((f"vs txtai @ {p['chunks']} chunks: ingestion speed qa/txtai",
+                     str(p["ingest_speed_ratio_qa_over_txtai"])))
+        rows.append(("vs txtai: query p50 ms qa / txtai",
+                     f"{p['query_p50_ms']['qa']} / {p['query_p50_ms']['txtai']}"))
+    for name, check in out.get("acceptance", {}).items():
+        verdict = "PASS" if check["pass"] else "FAIL"
+        rows.append((f"acceptance {name}", f"{check['value']} {verdict}"))
+    width = max(len(r[0]) for r in rows) if rows else 0
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="Smaller sizes (2k/20k chunks, 200k ANN vectors): a few minutes.")
+    parser.add_argument("--smoke", action="store_true",
+                        help="Tiny sizes: checks the bench runs end to end, numbers mean little.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
+    parser.add_argument("--skip", default="", help="Comma-separated: ingest,ask,peer,ann.")
+    args = parser.parse_args(argv)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    unknown = skip - {"ingest", "ask", "peer", "ann"}
+    if unknown:
+        parser.error(f"unknown --skip part(s): {', '.join(sorted(unknown))}")
+    out = run("smoke" if args.smoke else "quick" if args.quick else "full", skip)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"bench-{out['plan']}-{stamp}-{out['revision']['commit'][:8]}.json"
+    text = json.dumps(out, indent=2)
+    path.write_text(text + "\n")
+    (RESULTS / f"latest-{out['plan']}.json").write_text(text + "\n")
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(table(out))
+    log(f"results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

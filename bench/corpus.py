@@ -1,0 +1,169 @@
+"""Benchmark corpora: real SciFact text, real embeddings cached on disk, labelled synthetic growth.
+
+Embedding is the one slow step (≈ 30 chunks/s on a quiet 2-core machine), so the real vectors of
+the SciFact chunks are cached under bench/results/cache, keyed by model and chunker, and grown
+on demand: a later, larger run embeds only the chunks it lacks. Anything bigger than the real
+corpus is synthetic and says so: copies of real documents whose vectors are the real ones plus
+Gaussian noise (for /ask at 100k), or normalised mixtures of two real vectors (for the 1M ANN).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from qa.chunking import split_document
+from qa.types import Chunk, Document
+
+SCIFACT = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / "beir-scifact"
+CACHE = Path(__file__).resolve().parent / "results" / "cache"
+COPY_NOISE = 0.025  # per-dimension σ: a copy's vector keeps cosine ≈ 0.9 with its original
+Vectors = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Documents with their chunks in a fixed order, and one vector per chunk."""
+
+    documents: list[Document]
+    chunks: list[list[Chunk]]
+    vectors: Vectors
+    synthetic_vectors: int = 0
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+    def texts(self) -> list[str]:
+        return [c.text for chunks in self.chunks for c in chunks]
+
+
+def scifact_documents() -> list[Document]:
+    documents = []
+    with open(SCIFACT / "corpus.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            if row["text"].strip():
+                documents.append(Document(id=f"scifact/{row['_id']}", text=row["text"],
+                                          title=row["title"] or row["_id"]))
+    return documents
+
+
+def scifact_questions() -> list[str]:
+    with open(SCIFACT / "queries.jsonl", encoding="utf-8") as fh:
+        return [json.loads(line)["text"] for line in fh]
+
+
+def chunked(documents: list[Document], tokens: int, overlap: int, at_least: int
+            ) -> tuple[list[Document], list[list[Chunk]]]:
+    """Whole documents, in corpus order, until they hold `at_least` chunks (or run out)."""
+    kept: list[Document] = []
+    chunks: list[list[Chunk]] = []
+    total = 0
+    for document in documents:
+        if total >= at_least:
+            break
+        parts = split_document(document, tokens, overlap)
+        kept.append(document)
+        chunks.append(parts)
+        total += len(parts)
+    return kept, chunks
+
+
+def cached_vectors(texts: list[str], embedder: object, key: str, *, log: bool = True) -> Vectors:
+    """Real embeddings of `texts`; the cache keeps per-text hashes so any matching prefix counts."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    data, meta = CACHE / f"{key}.npy", CACHE / f"{key}.json"
+    wanted = [_digest(t) for t in texts]
+    have = np.zeros((0, 0), dtype=np.float32)
+    if data.exists() and meta.exists():
+        stored = json.loads(meta.read_text())["hashes"]
+        same = 0
+        while same < min(len(stored), len(wanted)) and stored[same] == wanted[same]:
+            same += 1
+        if same:
+            have = np.load(data, mmap_mode="r")[:same]
+    if len(have) >= len(texts):
+        return np.ascontiguousarray(have[: len(texts)], dtype=np.float32)
+    parts = [np.asarray(have, dtype=np.float32)] if len(have) else []
+    step = 512
+    for start in range(len(have), len(texts), step):
+        parts.append(embedder.embed(texts[start : start + step], progress=False))  # type: ignore[attr-defined]
+        sofar = np.vstack(parts)
+        np.save(data.with_suffix(".tmp.npy"), sofar)
+        data.with_suffix(".tmp.npy").replace(data)
+        meta.write_text(json.dumps({"hashes": wanted[: len(sofar)]}))
+        if log:
+            print(f"  embedded {len(sofar)}/{len(texts)} real chunks (cached)", file=sys.stderr)
+    return np.ascontiguousarray(np.vstack(parts), dtype=np.float32)
+
+
+def grown(base: Corpus, target: int, seed: int = 0) -> Corpus:
+    """`base` plus copies of its documents (ids `ID~j`) until `target` chunks.
+
+    The copies' text is real; their vectors are synthetic: the original's plus N(0, σ²) noise,
+    renormalised, so the vector index cannot answer them by exact duplicates.
+    """
+    rng = np.random.default_rng(seed)
+    documents, chunks, blocks = list(base.documents), list(base.chunks), [base.vectors]
+    total, copy = base.size, 1
+    while total < target:
+        offset = 0
+        for document, parts in zip(base.documents, base.chunks, strict=True):
+            if total >= target:
+                break
+            clone = Document(id=f"{document.id}~{copy}", text=document.text,
+                             title=document.title)
+            documents.append(clone)
+            chunks.append(parts)
+            noisy = base.vectors[offset : offset + len(parts)] + rng.normal(
+                0.0, COPY_NOISE, (len(parts), base.vectors.shape[1])).astype(np.float32)
+            blocks.append(noisy / np.linalg.norm(noisy, axis=1, keepdims=True))
+            offset += len(parts)
+            total += len(parts)
+        copy += 1
+    vectors = np.ascontiguousarray(np.vstack(blocks), dtype=np.float32)
+    return Corpus(documents, chunks, vectors, synthetic_vectors=len(vectors) - base.size)
+
+
+def mixtures(real: Vectors, n: int, seed: int = 1, block: int = 100_000):
+    """Synthetic vectors for the 1M case: normalise(a + u·b + ε) over random real pairs a, b.
+
+    Yields blocks, so 1M × 384 floats are made once and never copied whole.
+    """
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, block):
+        m = min(block, n - start)
+        a = real[rng.integers(0, len(real), m)]
+        b = real[rng.integers(0, len(real), m)]
+        u = rng.uniform(0.0, 0.5, (m, 1)).astype(np.float32)
+        v = a + u * b + rng.normal(0.0, 0.01, a.shape).astype(np.float32)
+        yield np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
+
+
+def corpus_key(model: str, tokens: int, overlap: int) -> str:
+    return f"scifact-{model.replace('/', '_')}-{tokens}-{overlap}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8"), usedforsecurity=False).hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    # Warm the cache ahead of a run: python -m bench.corpus [N]
+    from qa.embedding import Embedder
+    from qa.settings import Settings
+
+    settings = Settings()
+    embedder = Embedder(settings.model, batch_size=settings.batch_size)
+    docs, chunks = chunked(scifact_documents(), settings.chunk_tokens, settings.chunk_overlap,
+                           int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
+    texts = [c.text for cs in chunks for c in cs]
+    cached_vectors(texts, embedder,
+                   corpus_key(embedder.name, settings.chunk_tokens, settings.chunk_overlap))

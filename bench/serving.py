@@ -1,0 +1,165 @@
+"""/ask over real HTTP against a server process, beside the floor measured in the same run.
+
+The floor is what no implementation can skip: embedding the question and searching the
+vectors, timed here on the very snapshot the server opened. Each question goes to the floor and
+then to the server once, interleaved, so both see the same machine load, and neither can be
+helped by a cache (the server's query cache never sees a question twice).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.corpus import Corpus
+from bench.measure import directory_bytes, median_ms, percentiles, rss_bytes
+from qa.collection import SNAPSHOT, Collection
+from qa.embedding import Embedder
+from qa.settings import Settings
+from qa.vectors import VectorIndex
+
+DEPTH = 40  # what retrieve() asks of the vector index for k=5: max(4k, 40)
+GROUP = 512
+
+
+def build_collection(corpus: Corpus, directory: Path, embedder: Embedder) -> dict[str, Any]:
+    """Commit `corpus` with its precomputed vectors, as `qa index --ray` would."""
+    settings = Settings(index_dir=directory)
+    started = time.perf_counter()
+    collection = Collection.open(settings, embedder, create=True)
+    offset, items, pending = 0, [], 0
+    for document, chunks in zip(corpus.documents, corpus.chunks, strict=True):
+        items.append((document, chunks, corpus.vectors[offset : offset + len(chunks)]))
+        offset += len(chunks)
+        pending += len(chunks)
+        if pending >= GROUP:
+            collection.write_embedded(items)
+            items, pending = [], 0
+    if items:
+        collection.write_embedded(items)
+    layout = collection._vectors.layout
+    collection.close()
+    return {"build_s": round(time.perf_counter() - started, 2), "layout": layout,
+            "disk_bytes": directory_bytes(directory)}
+
+
+class ServerProcess:
+    """`uvicorn qa.api:app_from_env` in its own process, as `qa serve` runs it."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "QA_INDEX_DIR": str(directory), "HF_HUB_OFFLINE": "1",
+               "TRANSFORMERS_OFFLINE": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "qa.api:app_from_env", "--factory",
+             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def __enter__(self) -> ServerProcess:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()[-2000:]}"
+                                   if self.process.stderr else "server exited")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("server did not become healthy in 300 s")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, port: int,
+                 concurrency: int, throughput_questions: list[str]) -> dict[str, Any]:
+    """Latency (hybrid and dense) and throughput of /ask, the floor, memory and open time."""
+    settings = Settings(index_dir=directory)
+    opens = []
+    for _ in range(3):
+        started = time.perf_counter()
+        Collection.open(settings, embedder).close()
+        opens.append(time.perf_counter() - started)
+    vectors = VectorIndex.load(directory / SNAPSHOT, embedder.dimension)
+    assert vectors is not None
+    half = len(questions) // 2
+    result: dict[str, Any] = {"chunks": len(vectors), "layout": vectors.layout,
+                              "index_open_ms": median_ms(opens)}
+    with ServerProcess(directory, port) as server, httpx.Client(base_url=server.url,
+                                                                timeout=60) as http:
+        for q in throughput_questions[-5:]:  # warm-up: first-request costs are not latency
+            http.post("/ask", json={"question": q + " warm", "k": 5})
+        result["server_rss_bytes"] = rss_bytes(server.process.pid)
+        floor_s: list[float] = []
+        queries = []
+        for mode, batch in (("hybrid", questions[:half]), ("dense", questions[half:])):
+            latencies, took = [], []
+            for q in batch:
+                started = time.perf_counter()
+                row = embedder.embed([q], progress=False)
+                vectors.search(row, DEPTH)
+                floor_s.append(time.perf_counter() - started)
+                queries.append(row[0])
+                started = time.perf_counter()
+                response = http.post("/ask", json={"question": q, "k": 5, "mode": mode})
+                latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+                took.append(response.json()["took_ms"] / 1000.0)
+            result[f"ask_{mode}"] = {**percentiles(latencies),
+                                     "server_took_p50_ms": median_ms(took)}
+        result["floor"] = percentiles(floor_s)
+        for mode in ("hybrid", "dense"):
+            result[f"ask_{mode}"]["p50_over_floor"] = round(
+                result[f"ask_{mode}"]["p50_ms"] / result["floor"]["p50_ms"], 2)
+        result["requests_per_s"] = _throughput(server.url, throughput_questions[:-5],
+                                               concurrency)
+        result["server_rss_bytes_after"] = rss_bytes(server.process.pid)
+    result["recall_at_10_vs_exact"] = recall_at_10(vectors, np.stack(queries))
+    return result
+
+
+def _throughput(url: str, questions: list[str], concurrency: int) -> dict[str, Any]:
+    def worker(batch: list[str]) -> int:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for q in batch:
+                http.post("/ask", json={"question": q, "k": 5}).raise_for_status()
+        return len(batch)
+
+    batches = [questions[i::concurrency] for i in range(concurrency)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        done = sum(pool.map(worker, batches))
+    elapsed = time.perf_counter() - started
+    return {"hybrid": round(done / elapsed, 1), "concurrency": concurrency, "requests": done}
+
+
+def recall_at_10(index: VectorIndex, queries: np.ndarray) -> float | None:
+    """Share of the exact top-10 that the index returns; None when the index is exact."""
+    if index.layout == "flat":
+        return None
+    import faiss
+
+    ids, vectors = index._live()
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, truth = exact.search(np.ascontiguousarray(queries, dtype=np.float32), 10)
+    hits = 0
+    for q, row in zip(queries, truth, strict=True):
+        hits += len(set(index.search(q, 10)[0].tolist()) & set(ids[row].tolist()))
+    return round(hits / (10 * len(queries)), 4)

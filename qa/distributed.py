@@ -1,0 +1,197 @@
+"""Ingestion on Ray: chunk here, embed on a Ray cluster with Ray Data, commit here.
+
+Only the embedding is distributed: it is the one stage that costs (≈ 30 chunks/s per core
+with MiniLM), while loading and chunking are cheap and must stay identical to the
+single-process path. Chunks are made by the same `Collection.chunk`, embedded by actors that
+each load the same `Embedder` once, put back in their original order by row number, and
+committed through `Collection.write_embedded` in the same groups and order as `index_paths`,
+so the chunk ids SQLite assigns are the ones a single process would have assigned.
+
+Without an address Ray starts locally with small resources; with one (`auto`,
+`ray://head:10001`, `head:6379`) it joins that cluster. The workers need this package and the
+model installed, as the driver does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qa.collection import Collection
+from qa.errors import QAError
+from qa.indexing import GROUP_CHUNKS, IndexSummary, index_paths
+from qa.loaders import iter_files, load_file
+from qa.settings import Settings
+from qa.types import Chunk, Document
+
+# What a local Ray may take on a shared machine: the driver keeps working beside it.
+LOCAL_RESOURCES: dict[str, Any] = {
+    "num_cpus": 2,
+    "object_store_memory": 500 * 1024 * 1024,
+    "include_dashboard": False,
+}
+RAY_BATCH = 256  # chunks per actor call: large enough to keep the encoder's batches full
+
+
+class RayUnavailable(QAError):
+    status = 503
+    title = "Ray unavailable"
+
+
+class _EmbedActor:
+    """One Embedder per Ray actor, loaded once and reused for every batch it is given."""
+
+    def __init__(self, model: str | None, device: str, batch_size: int) -> None:
+        from qa.embedding import Embedder
+
+        self.embedder = Embedder(model, device=device, batch_size=batch_size)
+
+    def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+        vectors = self.embedder.embed([str(t) for t in batch["text"]], progress=False)
+        return {"row": batch["row"], "vector": vectors}
+
+
+def start_ray(address: str | None) -> bool:
+    """Connect to `address`, or start a small local Ray; True when this call started it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailable(
+            "Ray is not installed: pip install 'qa[ray]' (or 'ray[data]')"
+        ) from None
+    if ray.is_initialized():
+        return False
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        else:
+            ray.init(**LOCAL_RESOURCES, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address or "a local Ray"
+        raise RayUnavailable(f"could not start or reach {where}: {exc}") from None
+    return True
+
+
+def embed_texts_on_ray(texts: list[str], *, model: str | None, device: str = "cpu",
+                       batch_size: int = 32, actors: int | None = None,
+                       dimension: int) -> npt.NDArray[np.float32]:
+    """Embed `texts` with a pool of Ray actors; rows come back in the order given."""
+    import ray
+    import ray.data
+
+    out = np.zeros((len(texts), dimension), dtype=np.float32)
+    if not texts:
+        return out
+    if actors is None:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # The CLI prints its own summary; Ray Data's per-operator progress lines are noise there.
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.enable_auto_log_stats = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    dataset = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)])
+    vectors = dataset.map_batches(
+        _EmbedActor,
+        fn_constructor_kwargs={"model": model, "device": device, "batch_size": batch_size},
+        batch_size=RAY_BATCH,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(
+            size=min(actors, max(1, -(-len(texts) // RAY_BATCH)))),
+        num_cpus=1,
+    )
+    filled = np.zeros(len(texts), dtype=bool)
+    for batch in vectors.iter_batches(batch_size=RAY_BATCH, batch_format="numpy"):
+        rows = np.asarray(batch["row"], dtype=np.int64)
+        out[rows] = np.asarray(batch["vector"], dtype=np.float32)
+        filled[rows] = True
+    if not filled.all():
+        raise RayUnavailable(f"Ray returned {int(filled.sum())} of {len(texts)} vectors")
+    return out
+
+
+def index_paths_on_ray(collection: Collection, paths: list[Path], settings: Settings, *,
+                       address: str | None = None, prune: bool = False, force: bool = False,
+                       on_commit: Callable[[list[str]], None] | None = None) -> IndexSummary:
+    """`index_paths`, with the embedding done by Ray Data; same chunks, same ids, same summary."""
+    started = time.perf_counter()
+    summary = IndexSummary()
+    documents = _changed_documents(collection, paths, force, summary)
+    todo = [(document, collection.chunk(document)) for document in documents]
+    texts = [c.text for _, chunks in todo for c in chunks]
+    if texts:
+        started_here = start_ray(address)
+        try:
+            vectors = embed_texts_on_ray(
+                texts, model=settings.model, device=settings.device,
+                batch_size=settings.batch_size, dimension=collection.manifest.dimension,
+            )
+        finally:
+            if started_here:
+                import ray
+
+                ray.shutdown()
+        known = collection.store.content_hashes()
+        offset = 0
+        for group in _groups(todo):
+            items = []
+            for document, chunks in group:
+                items.append((document, chunks, vectors[offset : offset + len(chunks)]))
+                offset += len(chunks)
+                if document.id in known:
+                    summary.replaced += 1
+                else:
+                    summary.added += 1
+            collection.write_embedded(items)
+            if on_commit:
+                on_commit([document.id for document, _ in group])
+        summary.chunks = summary.embedded = len(texts)
+    if prune:
+        # Everything is committed now, so this pass only prunes (unchanged files cost a hash).
+        summary.pruned = index_paths(collection, paths, prune=True, progress=False).pruned
+    collection.save_snapshot()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _changed_documents(collection: Collection, paths: list[Path], force: bool,
+                       summary: IndexSummary) -> list[Document]:
+    """Load every file, recording failures and skipping unchanged content, as `index_paths`."""
+    known = collection.store.content_hashes()
+    changed: list[Document] = []
+    for path in iter_files(paths):
+        try:
+            if not path.exists():
+                raise QAError(f"{path}: no such file or folder")
+            document = load_file(path)
+        except QAError as exc:
+            summary.errors.append((str(path), exc.detail))
+            continue
+        except OSError as exc:
+            summary.errors.append((str(path), f"{path}: {exc.strerror or exc}"))
+            continue
+        if not force and known.get(document.id) == document.content_hash:
+            summary.unchanged += 1
+            continue
+        changed.append(document)
+    return changed
+
+
+def _groups(todo: list[tuple[Document, list[Chunk]]]
+            ) -> Iterator[list[tuple[Document, list[Chunk]]]]:
+    """The commit groups `index_paths` makes, so both paths commit in the same transactions."""
+    group: list[tuple[Document, list[Chunk]]] = []
+    estimate = 0
+    for document, chunks in todo:
+        group.append((document, chunks))
+        estimate += max(1, len(document.text) // 800)
+        if estimate >= GROUP_CHUNKS:
+            yield group
+            group, estimate = [], 0
+    if group:
+        yield group
