@@ -56,20 +56,23 @@ class ServerProcess:
 
     def __init__(self, directory: Path, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "QA_INDEX_DIR": str(directory), "HF_HUB_OFFLINE": "1",
-               "TRANSFORMERS_OFFLINE": "1"}
+        # A file, not a pipe: an unread pipe fills up and stalls the server mid-benchmark.
+        self.log_path = directory.parent / f"server-{port}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in __exit__)
+        # The per-client rate limit would turn a load test into a test of the limiter.
+        env = {**os.environ, "QA_INDEX_DIR": str(directory), "QA_ASK_RATE_LIMIT": "off",
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "qa.api:app_from_env", "--factory",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env, stdout=subprocess.DEVNULL, stderr=self.log,
         )
 
     def __enter__(self) -> ServerProcess:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()[-2000:]}"
-                                   if self.process.stderr else "server exited")
+                raise RuntimeError(f"server exited: {self.errors()}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return self
@@ -78,6 +81,10 @@ class ServerProcess:
             time.sleep(0.25)
         raise RuntimeError("server did not become healthy in 300 s")
 
+    def errors(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-3000:]
+
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
         try:
@@ -85,6 +92,9 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log.close()
+        if exc[0] is not None:
+            print(f"server log ({self.log_path}):\n{self.errors()}", file=sys.stderr)
 
 
 def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, port: int,
@@ -135,18 +145,19 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
 
 
 def _throughput(url: str, questions: list[str], concurrency: int) -> dict[str, Any]:
-    def worker(batch: list[str]) -> int:
+    def worker(batch: list[str]) -> list[int]:
         with httpx.Client(base_url=url, timeout=60) as http:
-            for q in batch:
-                http.post("/ask", json={"question": q, "k": 5}).raise_for_status()
-        return len(batch)
+            return [http.post("/ask", json={"question": q, "k": 5}).status_code for q in batch]
 
     batches = [questions[i::concurrency] for i in range(concurrency)]
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        done = sum(pool.map(worker, batches))
+        codes = [c for batch in pool.map(worker, batches) for c in batch]
     elapsed = time.perf_counter() - started
-    return {"hybrid": round(done / elapsed, 1), "concurrency": concurrency, "requests": done}
+    failed = sum(c != 200 for c in codes)
+    return {"hybrid": round((len(codes) - failed) / elapsed, 1), "concurrency": concurrency,
+            "requests": len(codes), "failed": failed,
+            "statuses": {str(c): codes.count(c) for c in sorted(set(codes))}}
 
 
 def recall_at_10(index: VectorIndex, queries: np.ndarray) -> float | None:

@@ -70,6 +70,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's "error parsing the body" (e.g. bytes that are not UTF-8) is malformed
+            # JSON like any other, so it gets the same 422.
+            return problem(422, "Invalid input", f"malformed JSON body: {exc.__cause__}")
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         response = problem(exc.status_code, title, str(exc.detail))
         for key, value in (exc.headers or {}).items():
@@ -163,7 +167,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     @app.get("/documents", response_model=DocumentPage, tags=["documents"])
     def list_documents(
         collection: CollectionDep,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite's largest integer
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> DocumentPage:
         rows, total = collection.store.list_documents(offset, limit)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import click
 from pydantic import ValidationError
@@ -95,8 +94,10 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
     from qa.indexing import index_paths
 
     settings = build_settings(index_dir=index_dir)
-    if rebuild and settings.index_dir.exists():
-        shutil.rmtree(settings.index_dir)
+    if rebuild:
+        from qa.collection import remove_index
+
+        remove_index(settings.index_dir)
     collection = Collection.open(settings, load_embedder(settings), create=True)
     try:
         if ray_address is not None:
@@ -250,6 +251,7 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
     """
     from qa.eval import DatasetError, load_dataset, run_evaluation
     from qa.eval.report import format_table, metrics_object, write_report, write_run_file
+    from qa.settings import Mode
 
     settings = build_settings(index_dir=index_dir)
     if index_dir is not None and url is not None:
@@ -265,7 +267,7 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
         fail(exc.detail, 2)
     progress = sys.stderr.isatty()
     results = run_evaluation(
-        data, settings, modes, k, index_dir=index_dir, url=url,
+        data, settings, cast("list[Mode]", modes), k, index_dir=index_dir, url=url,
         cache_dir=None if no_cache else cache_dir, progress=progress,
         log=lambda line: click.echo(line, err=True),
     )

@@ -253,6 +253,12 @@ class Collection:
             ids, scores = self._vectors.search(query, k)
         return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
+    def cosines(self, question: str, ids: Sequence[int]) -> list[tuple[int, float]]:
+        """Exact cosine of the question with given chunks, from their stored vectors."""
+        query = self.embedder.embed_query(question)
+        vectors = self.store.embeddings(list(ids), self.manifest.dimension)
+        return [(int(i), float(s)) for i, s in zip(ids, vectors @ query[0], strict=True)]
+
     def keyword_search(self, question: str, k: int) -> list[tuple[int, float]]:
         return self.store.keyword_search(question, k)
 
@@ -262,6 +268,12 @@ def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float3
     for _, chunks, vectors in items:
         for i in range(len(chunks)):
             yield None if vectors is None else vectors[i]
+
+
+def remove_index(directory: Path) -> None:
+    """Delete an index's own files, leaving anything else in the folder (a README) alone."""
+    for name in (MANIFEST, SNAPSHOT, DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm"):
+        (directory / name).unlink(missing_ok=True)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,14 +1,21 @@
 """Passage → the sentence most likely to answer the question, as document offsets.
 
-Scored lexically: each question word found in a sentence adds its rarity within the passage's
-sentences (an IDF), so the sentence sharing the question's distinctive words wins. Cheap
-enough for every passage of every answer, with no model call on the hot path.
+Scored lexically: each question word found in a sentence adds its IDF, measured over the
+candidate passages of this question, so a sentence sharing the question's distinctive words
+wins. The same score, the best sentence's share of the question's IDF mass ("coverage"), is a
+reranking feature: crowd-written and real questions alike tend to restate one sentence of the
+passage that answers them. No model call, so it is cheap on every passage of every answer.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
 
 from qa.chunking import split_sentences
 from qa.store import STOPWORDS
@@ -17,33 +24,130 @@ from qa.types import Highlight
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
-def _stem(word: str) -> str:
-    """A crude suffix strip so "negotiations" meets "negotiation"; enough for overlap counting."""
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > len(suffix) + 3 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
+@lru_cache(maxsize=65536)
+def stem(word: str) -> str:
+    """Snowball (Porter 2) English stem, so "negotiations" meets "negotiated"."""
+    return _stemmer().stemWord(word)  # type: ignore[no-any-return]
+
+
+@lru_cache(maxsize=1)
+def _stemmer():  # type: ignore[no-untyped-def]
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
 
 
 def terms(text: str) -> list[str]:
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    """Content words of `text`, lower-cased and stemmed; stopwords dropped."""
+    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
 
 
-def highlight_passage(question: str, text: str, offset: int) -> Highlight | None:
-    """The best-matching sentence of `text` (which starts at `offset` in its document)."""
+@dataclass(frozen=True)
+class SentenceMatch:
+    coverage: float  # share of the question's IDF mass found in the best sentence, in [0, 1]
+    start: int  # offsets of that sentence within the passage text
+    end: int
+
+
+_YEAR_OR_DATE = re.compile(
+    r"\b(1[0-9]{3}|20[0-9]{2})\b|\b(January|February|March|April|May|June|July|August|"
+    r"September|October|November|December|Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|"
+    r"Sunday)\b"
+)
+_NUMBER = re.compile(r"\d|\b(one|two|three|four|five|six|seven|eight|nine|ten|hundred|"
+                     r"thousand|million|billion|dozen)\b", re.I)
+_NAME = re.compile(r"(?<![.!?]\s)(?<!^)\b[A-Z][\w'’-]+")
+ANSWER_TYPE_BONUS = 0.15  # of the question's IDF mass: a tie-breaker, not a ranking of its own
+
+
+def answer_type(question: str) -> re.Pattern[str] | None:
+    """What an answer to this question looks like: a date, a number or a name (English)."""
+    q = question.lower()
+    if re.search(r"\b(when|what year|which year|what date|what day)\b", q):
+        return _YEAR_OR_DATE
+    if re.search(r"\bhow (many|much|long|old|far|big|large)\b", q):
+        return _NUMBER
+    if re.search(r"\b(who|whom|whose|where)\b", q):
+        return _NAME
+    return None
+
+
+ANSWER_WINDOW = 60  # characters: an answer sits close to the words the question restates
+
+
+def _has_answer_type(pattern: re.Pattern[str], sentence: str, question: str) -> bool:
+    """Does the sentence hold something of the asked-for type, near the question's words,
+    that the question does not already say? (The classic answer-type check of TREC QA.)"""
+    asked = set(_WORD.findall(question.lower()))
+    wanted = set(terms(question))
+    anchors = [m.start() for m in _WORD.finditer(sentence)
+               if m.group(0).lower() not in STOPWORDS and stem(m.group(0).lower()) in wanted]
+    return any(
+        m.group(0).lower() not in asked
+        and m.group(0).lower() not in STOPWORDS
+        and any(abs(m.start() - a) <= ANSWER_WINDOW for a in anchors)
+        for m in pattern.finditer(sentence)
+    )
+
+
+def match_sentences(question: str, passages: Sequence[str]) -> list[SentenceMatch | None]:
+    """For each passage, its sentence that best covers the question's words (None if empty)."""
+    wanted = set(terms(question))
+    sentences = [split_sentences(text) for text in passages]
+    bags = [[set(terms(text[s:e])) & wanted for s, e in spans]
+            for text, spans in zip(passages, sentences, strict=True)]
+    n = max(len(passages), 1)
+    df = {t: sum(1 for passage in bags if any(t in bag for bag in passage)) for t in wanted}
+    idf = {t: math.log(1 + n / (df[t] or 0.5)) for t in wanted}
+    total = sum(idf.values()) or 1.0
+    matches: list[SentenceMatch | None] = []
+    kind = answer_type(question)
+    bonus = ANSWER_TYPE_BONUS * total
+    for text, spans, passage in zip(passages, sentences, bags, strict=True):
+        if not spans:
+            matches.append(None)
+            continue
+        scores = [sum(idf[t] for t in bag) for bag in passage]
+        if kind is not None:
+            scores = [score + bonus * _has_answer_type(kind, text[a:b], question)
+                      for score, (a, b) in zip(scores, spans, strict=True)]
+        best = max(range(len(spans)), key=lambda i: (scores[i], -i))
+        matches.append(SentenceMatch(min(scores[best] / total, 1.0), *spans[best]))
+    return matches
+
+
+def highlight_of(text: str, offset: int, match: SentenceMatch | None) -> Highlight | None:
+    if match is None:
+        return None
+    return Highlight(offset + match.start, offset + match.end, text[match.start : match.end])
+
+
+REFINE_CANDIDATES = 3
+
+
+def refine_highlight(question: str, text: str, offset: int, question_vector: np.ndarray,
+                     embed: Callable[[list[str]], np.ndarray]) -> Highlight | None:
+    """The top passage's highlight, with meaning as well as words: the few sentences that share
+    most of the question's words are embedded (one small batch) and the one closest to the
+    question in meaning among them wins. Paraphrases ("led" / "headed by") need this."""
     spans = split_sentences(text)
     if not spans:
         return None
     wanted = set(terms(question))
-    bags = [set(terms(text[s:e])) for s, e in spans]
+    bags = [set(terms(text[s:e])) & wanted for s, e in spans]
     n = len(spans)
-    best, best_score = 0, -1.0
-    for i, bag in enumerate(bags):
-        score = 0.0
-        for term in wanted & bag:
-            df = sum(1 for b in bags if term in b)
-            score += math.log(1 + n / df)
-        if score > best_score:
-            best, best_score = i, score
-    start, end = spans[best]
-    return Highlight(offset + start, offset + end, text[start:end])
+    idf = {t: math.log(1 + n / max(1, sum(1 for b in bags if t in b))) for t in wanted}
+    total = sum(idf.values()) or 1.0
+    kind = answer_type(question)
+    lexical = [
+        (sum(idf[t] for t in bag) / total
+         + (ANSWER_TYPE_BONUS if kind and _has_answer_type(kind, text[s:e], question) else 0.0))
+        for bag, (s, e) in zip(bags, spans, strict=True)
+    ]
+    shortlist = sorted(range(n), key=lambda i: (-lexical[i], i))[:REFINE_CANDIDATES]
+    vectors = embed([text[spans[i][0] : spans[i][1]] for i in shortlist])
+    cosines = vectors @ question_vector.reshape(-1)
+    best = max(range(len(shortlist)), key=lambda j: (lexical[shortlist[j]] + float(cosines[j]),
+                                                      -j))
+    s, e = spans[shortlist[best]]
+    return Highlight(offset + s, offset + e, text[s:e])

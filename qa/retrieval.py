@@ -1,4 +1,14 @@
-"""Question → ranked, non-overlapping passages with citations, highlights and confidence."""
+"""Question → ranked, non-overlapping passages with citations, highlights and confidence.
+
+Hybrid ranking, in three steps:
+1. Candidates: the top `depth` chunks by dense cosine (FAISS) and by BM25 (SQLite FTS5).
+2. Features, exact for every candidate: cosine (from the stored vector when FAISS did not
+   return it), BM25 (FTS5, restricted to the candidates), and sentence coverage (the share of
+   the question's IDF mass found in the chunk's best sentence; see qa/highlight.py).
+3. Score = weighted sum of the features, each z-normalized over this question's candidates, so
+   no feature's scale dominates. The weights were tuned once on ../shared/eval (SQuAD and
+   SciFact together) and are the same for every collection.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +16,32 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from qa.collection import Collection
 from qa.errors import InvalidInput
-from qa.highlight import highlight_passage
+from qa.highlight import SentenceMatch, highlight_of, match_sentences, refine_highlight
 from qa.settings import Mode
 from qa.store import ChunkRow
 from qa.types import Citation, Passage
 
 RRF_K = 60
+DENSE_WEIGHT = 0.8
+KEYWORD_WEIGHT = 0.2
+COVERAGE_WEIGHT = 0.6
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Features:
     chunk_id: int
-    score: float
-    dense: float | None = None
+    dense: float
+    keyword: float
+    coverage: float
 
 
 def fuse_rankings(rankings: Sequence[Sequence[tuple[int, float]]], k: int = RRF_K
                   ) -> list[tuple[int, float]]:
-    """Reciprocal-rank fusion: sum over lists of 1 / (k + rank)."""
+    """Reciprocal-rank fusion, the baseline: sum over lists of 1 / (k + rank)."""
     fused: dict[int, float] = {}
     for ranking in rankings:
         for rank, (chunk_id, _) in enumerate(ranking, start=1):
@@ -33,25 +49,79 @@ def fuse_rankings(rankings: Sequence[Sequence[tuple[int, float]]], k: int = RRF_
     return sorted(fused.items(), key=lambda item: -item[1])
 
 
-def drop_overlaps(ranked: Sequence[tuple[int, float]], rows: dict[int, ChunkRow]
-                  ) -> list[tuple[ChunkRow, float]]:
-    """Keep the best of any passages whose document spans overlap (deleted chunks vanish)."""
-    kept: list[tuple[ChunkRow, float]] = []
+def _zscores(values: Sequence[float]) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    spread = v.std()
+    return (v - v.mean()) / spread if spread > 1e-12 else np.zeros_like(v)
+
+
+def fuse_features(candidates: Sequence[Features], *, dense: float = DENSE_WEIGHT,
+                  keyword: float = KEYWORD_WEIGHT, coverage: float = COVERAGE_WEIGHT
+                  ) -> list[tuple[int, float]]:
+    """Weighted sum of z-normalized features, best first."""
+    if not candidates:
+        return []
+    score = (dense * _zscores([c.dense for c in candidates])
+             + keyword * _zscores([c.keyword for c in candidates])
+             + coverage * _zscores([c.coverage for c in candidates]))
+    order = np.argsort(-score, kind="stable")
+    return [(candidates[i].chunk_id, float(score[i])) for i in order]
+
+
+@dataclass
+class _Span:
+    """A passage being assembled: one chunk, or up to `MAX_MERGED` neighbouring ones."""
+
+    lead: ChunkRow  # the best-ranked chunk: its score, highlight and chunk id represent the span
+    first: ChunkRow  # the chunk at the span's start: its page and heading path apply
+    start: int
+    end: int
+    score: float
+    parts: int = 1
+    best_match: int = 0  # chunk id whose sentence match is the highlight
+
+
+MAX_MERGED = 2
+NEIGHBOUR_GAP = 4  # characters (a paragraph break) between chunks that count as neighbours
+
+
+def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, ChunkRow], k: int,
+                      coverage: dict[int, float]) -> list[_Span]:
+    """Best-first, non-overlapping spans; a ranked chunk that touches a kept span of its
+    document is merged into it (up to MAX_MERGED chunks), else dropped. Deleted chunks vanish."""
+    kept: list[_Span] = []
     for chunk_id, score in ranked:
+        if len(kept) >= k:
+            break
         row = rows.get(chunk_id)
         if row is None:
             continue
-        if any(o.document_id == row.document_id and o.start < row.end and row.start < o.end
-               for o, _ in kept):
-            continue
-        kept.append((row, score))
+        near = next((s for s in kept if s.lead.document_id == row.document_id
+                     and row.start < s.end + NEIGHBOUR_GAP and s.start < row.end + NEIGHBOUR_GAP),
+                    None)
+        if near is None:
+            kept.append(_Span(row, row, row.start, row.end, score, best_match=row.id))
+        elif near.parts < MAX_MERGED:
+            if row.start < near.start:
+                near.first = row
+            near.start, near.end = min(near.start, row.start), max(near.end, row.end)
+            near.parts += 1
+            if coverage.get(row.id, 0.0) > coverage.get(near.best_match, 0.0):
+                near.best_match = row.id
     return kept
 
 
-def confidence_from_cosine(cosine: float) -> float:
-    """Map the best passage's cosine to [0, 1]: MiniLM puts unrelated text near 0.1-0.3 and
-    answering passages above 0.5, so a logistic centred at 0.4 separates the two."""
-    return 1.0 / (1.0 + math.exp(-(cosine - 0.4) / 0.06))
+def confidence(cosine: float, coverage: float) -> float:
+    """Chance that a passage answers, from its cosine and sentence coverage (a logistic).
+
+    Fitted on ../shared/eval SQuAD questions asked of their own article (answerable) and of the
+    seed corpus (not answerable): unrelated text sits near cosine 0.1-0.3 and low coverage.
+    """
+    z = CONF_BIAS + CONF_COSINE * cosine + CONF_COVERAGE * coverage
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+CONF_BIAS, CONF_COSINE, CONF_COVERAGE = -6.0, 10.0, 3.0
 
 
 def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid"
@@ -59,33 +129,62 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
     question = question.strip()
     if not question:
         raise InvalidInput("question must not be empty")
-    depth = max(4 * k, 40)
+    depth = max(2 * k, 30)
     dense = collection.dense_search(question, depth) if mode != "keyword" else []
     keyword = collection.keyword_search(question, depth) if mode != "dense" else []
+    ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
+    rows = collection.store.chunk_rows(ids)
+    ids = [c for c in ids if c in rows]
+    cosines = dict(dense)
+    missing = [c for c in ids if c not in cosines]
+    if missing:
+        cosines.update(collection.cosines(question, missing))
+    matches = dict(zip(ids, match_sentences(question, [rows[c].text for c in ids]),
+                       strict=True))
     if mode == "dense":
         ranked = dense
     elif mode == "keyword":
         ranked = keyword
     else:
-        ranked = fuse_rankings([dense, keyword])
-    cosines = dict(dense)
-    rows = collection.store.chunk_rows([cid for cid, _ in ranked])
+        bm25 = dict(keyword)
+        absent = [c for c in ids if c not in bm25]
+        if absent:
+            bm25.update(collection.store.keyword_scores(question, absent))
+        ranked = fuse_features([
+            Features(c, cosines[c], bm25.get(c, 0.0), _coverage(matches[c])) for c in ids
+        ])
+    coverages = {c: _coverage(m) for c, m in matches.items()}
     passages = []
-    for rank, (row, score) in enumerate(drop_overlaps(ranked, rows)[:k], start=1):
-        cosine = cosines.get(row.id)
+    for rank, span in enumerate(assemble_passages(ranked, rows, k, coverages), start=1):
+        lead, first = span.lead, span.first
+        text = lead.text if span.parts == 1 else collection.store.text_span(
+            lead.document_id, span.start, span.end)
+        source = rows[span.best_match]
+        match = matches.get(source.id)
         passages.append(
             Passage(
                 rank=rank,
-                score=round(score, 6),
-                text=row.text,
+                score=round(span.score, 6),
+                text=text,
                 citation=Citation(
-                    document_id=row.document_id, title=row.title, source=row.source,
-                    date=row.date, url=row.url, chunk_id=row.id, start=row.start, end=row.end,
-                    page=row.page, heading_path=row.heading_path,
+                    document_id=lead.document_id, title=lead.title, source=lead.source,
+                    date=lead.date, url=lead.url, chunk_id=lead.id, start=span.start,
+                    end=span.end, page=first.page, heading_path=first.heading_path,
                 ),
-                highlight=highlight_passage(question, row.text, row.start),
-                confidence=round(confidence_from_cosine(cosine), 4) if cosine is not None
-                else None,
+                highlight=(
+                    refine_highlight(question, text, span.start,
+                                     collection.embedder.embed_query(question),
+                                     lambda sentences: collection.embedder.embed(
+                                         sentences, progress=False))
+                    if rank == 1 and mode != "keyword"
+                    else highlight_of(source.text, source.start, match)
+                ),
+                confidence=round(confidence(cosines.get(lead.id, 0.0),
+                                            coverages.get(source.id, 0.0)), 4),
             )
         )
     return passages
+
+
+def _coverage(match: SentenceMatch | None) -> float:
+    return match.coverage if match else 0.0

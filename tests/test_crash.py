@@ -31,13 +31,14 @@ KILLS = 6
 # The real CLI, with smaller commit groups than the default so that one ingest has many commit
 # points for a kill to land before, inside or after.
 INDEX_WITH_SMALL_GROUPS = (
-    "import sys, qa.indexing; qa.indexing.GROUP_CHUNKS = 24; "
+    "import sys, qa.indexing; qa.indexing.GROUP_CHUNKS = 16; "
     "from qa.cli import main; sys.argv[0] = 'qa'; main()"
 )
 
 
 def write_corpus(folder: Path, count: int) -> dict[str, str]:
-    """A few hundred small real-text files (SciFact abstracts); returns id → title."""
+    """A few hundred small real-text files (SciFact abstracts, cut to a few sentences);
+    returns id → title."""
     folder.mkdir()
     titles: dict[str, str] = {}
     with CORPUS.open(encoding="utf-8") as lines:
@@ -46,6 +47,8 @@ def write_corpus(folder: Path, count: int) -> dict[str, str]:
             title, text = record["title"].strip(), record["text"].strip()
             if not title or len(text) < 200:
                 continue
+            # Small files (one chunk each) keep the embedding, and so the test, short.
+            text = text[: text.rfind(". ", 0, 600) + 1 or 600]
             name = f"doc-{record['_id']}.md"
             (folder / name).write_text(f"# {title}\n\n{text}\n", encoding="utf-8")
             titles[f"corpus/{name}"] = title
@@ -144,6 +147,9 @@ def test_sigkilled_ingest_keeps_every_reported_document_and_a_consistent_index(
         run.wait_for_commits(rng.randint(0, 30), timeout=120)
         time.sleep(rng.uniform(0.0, 1.0))
         crashed = run.kill()
+        if not crashed:  # it finished first: it must have succeeded, or we would loop forever
+            log = (tmp_path / "index.log").read_text()[-2000:]
+            assert run.process.returncode == 0, log
         committed |= run.drain()
         kills += crashed
         report = verify(settings, embedder, committed, titles)
@@ -155,8 +161,10 @@ def test_sigkilled_ingest_keeps_every_reported_document_and_a_consistent_index(
     assert final.process.wait(timeout=300) == 0, (tmp_path / "index.log").read_text()[-2000:]
     final.kill()
     committed |= final.drain()
-    assert committed == set(titles)
-    report = verify(settings, embedder, committed, titles)
+    assert committed <= set(titles)
+    # Every file is in now (a document committed just before a kill, too late to be printed,
+    # was found unchanged by the final run), and each one answers.
+    report = verify(settings, embedder, set(titles), titles)
     assert report["documents"] == len(titles)
     print(f"{kills} kills in {time.monotonic() - started:.1f}s; all {len(titles)} documents "
           "answerable after the final run")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from qa.settings import Settings
@@ -65,3 +66,6 @@ def test_fuzzed_requests_get_no_5xx_and_only_schema_conforming_answers(
     summary = result.stdout[-6000:]
     print(summary)
     assert result.returncode == 0, summary + result.stderr[-2000:]
+    total = httpx.get(f"{served_index}/documents", timeout=30).json()["total"]
+    assert total > 1, "no fuzzed write got through: the key did not reach the server"
+    print(f"{total} documents in the index after fuzzing (1 before)")

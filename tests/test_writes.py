@@ -440,3 +440,12 @@ def _visible_everywhere(url: str, question: str, doc_id: str, *, present: bool) 
         if streak >= 20:
             return first
     raise AssertionError(f"{doc_id} {'never appeared' if present else 'never left'} everywhere")
+
+
+def test_undecodable_bodies_and_huge_offsets_are_422_not_server_errors(
+    refusing: httpx.Client,
+) -> None:
+    response = refusing.post("/ask", content=b'2\xff\xfe\x19\xc0',
+                             headers={"content-type": "application/json"})
+    assert_problem(response, 422, "malformed JSON")
+    assert_problem(refusing.get("/documents", params={"offset": 10**30}), 422)

@@ -367,4 +367,10 @@ def run_evaluation(dataset: Dataset, settings: Settings, modes: Sequence[Mode], 
             collection.close()
     with dataset_index(dataset, settings, embedder, cache_dir=cache_dir, log=log,
                        progress=progress) as built:
-        return evaluate(dataset, LocalRetriever(built), modes, k, progress=progress)
+        results = evaluate(dataset, LocalRetriever(built), modes, k, progress=progress)
+    if dataset.kind == "beir":
+        for result in results:
+            shallow = sum(1 for docs in result.run.values() if len(docs) < 10)
+            if shallow:
+                log(f"{result.mode}: {shallow} queries ranked fewer than 10 documents")
+    return results
