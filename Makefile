@@ -43,7 +43,8 @@ eval: index
 	$(BIN)/qa eval ../shared/eval/beir-scifact --compare dense,keyword,hybrid
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'
+	$(BIN)/python -m bench $(ARGS)
 
 lint: install
 	$(BIN)/ruff check qa tests bench

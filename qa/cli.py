@@ -152,7 +152,7 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
     from qa.retrieval import retrieve
     from qa.schemas import ask_response
 
-    settings = build_settings(index_dir=index_dir)
+    settings = build_settings(index_dir=index_dir, mode=mode)
     k = settings.default_k if k is None else k
     if not 1 <= k <= settings.max_k:
         fail(f"-k must be between 1 and {settings.max_k}", 2)
@@ -162,7 +162,7 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
         raise InvalidInput("question must not be empty or only whitespace")
     collection = Collection.open(settings, load_embedder(settings))
     started = time.perf_counter()
-    passages = retrieve(collection, question, k, mode or settings.mode)
+    passages = retrieve(collection, question, k, settings.mode)
     body = ask_response(question.strip(), passages, (time.perf_counter() - started) * 1000)
     collection.close()
     if as_json:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-
-import numpy as np
 
 from qa.chunking import split_sentences
 from qa.store import STOPWORDS
@@ -121,33 +119,3 @@ def highlight_of(text: str, offset: int, match: SentenceMatch | None) -> Highlig
         return None
     return Highlight(offset + match.start, offset + match.end, text[match.start : match.end])
 
-
-REFINE_CANDIDATES = 3
-
-
-def refine_highlight(question: str, text: str, offset: int, question_vector: np.ndarray,
-                     embed: Callable[[list[str]], np.ndarray]) -> Highlight | None:
-    """The top passage's highlight, with meaning as well as words: the few sentences that share
-    most of the question's words are embedded (one small batch) and the one closest to the
-    question in meaning among them wins. Paraphrases ("led" / "headed by") need this."""
-    spans = split_sentences(text)
-    if not spans:
-        return None
-    wanted = set(terms(question))
-    bags = [set(terms(text[s:e])) & wanted for s, e in spans]
-    n = len(spans)
-    idf = {t: math.log(1 + n / max(1, sum(1 for b in bags if t in b))) for t in wanted}
-    total = sum(idf.values()) or 1.0
-    kind = answer_type(question)
-    lexical = [
-        (sum(idf[t] for t in bag) / total
-         + (ANSWER_TYPE_BONUS if kind and _has_answer_type(kind, text[s:e], question) else 0.0))
-        for bag, (s, e) in zip(bags, spans, strict=True)
-    ]
-    shortlist = sorted(range(n), key=lambda i: (-lexical[i], i))[:REFINE_CANDIDATES]
-    vectors = embed([text[spans[i][0] : spans[i][1]] for i in shortlist])
-    cosines = vectors @ question_vector.reshape(-1)
-    best = max(range(len(shortlist)), key=lambda j: (lexical[shortlist[j]] + float(cosines[j]),
-                                                      -j))
-    s, e = spans[shortlist[best]]
-    return Highlight(offset + s, offset + e, text[s:e])
