@@ -25,8 +25,8 @@ import numpy.typing as npt
 
 from qa.collection import Collection
 from qa.errors import QAError
-from qa.indexing import GROUP_CHUNKS, IndexSummary, index_paths
-from qa.loaders import iter_files, load_file
+from qa.indexing import GROUP_CHUNKS, IndexSummary, index_paths, load_or_record
+from qa.loaders import iter_files
 from qa.settings import Settings
 from qa.types import Chunk, Document
 
@@ -165,15 +165,8 @@ def _changed_documents(collection: Collection, paths: list[Path], force: bool,
     known = collection.store.content_hashes()
     changed: list[Document] = []
     for path in iter_files(paths):
-        try:
-            if not path.exists():
-                raise QAError(f"{path}: no such file or folder")
-            document = load_file(path)
-        except QAError as exc:
-            summary.errors.append((str(path), exc.detail))
-            continue
-        except OSError as exc:
-            summary.errors.append((str(path), f"{path}: {exc.strerror or exc}"))
+        document = load_or_record(path, summary)
+        if document is None:
             continue
         if not force and known.get(document.id) == document.content_hash:
             summary.unchanged += 1

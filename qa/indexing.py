@@ -34,6 +34,19 @@ class IndexSummary:
         return self.added + self.replaced + self.unchanged + len(self.errors)
 
 
+def load_or_record(path: Path, summary: IndexSummary) -> Document | None:
+    """The file's document, or None with its one-line error recorded in `summary`."""
+    try:
+        if not path.exists():
+            raise QAError(f"{path}: no such file or folder")
+        return load_file(path)
+    except QAError as exc:
+        summary.errors.append((str(path), exc.detail))
+    except OSError as exc:
+        summary.errors.append((str(path), f"{path}: {exc.strerror or exc}"))
+    return None
+
+
 def index_paths(
     collection: Collection,
     paths: list[Path],
@@ -72,15 +85,8 @@ def index_paths(
     with tqdm(total=len(files), unit="file", disable=not progress, desc="indexing") as bar:
         for path in files:
             bar.update(1)
-            try:
-                if not path.exists():
-                    raise QAError(f"{path}: no such file or folder")
-                document = load_file(path)
-            except QAError as exc:
-                summary.errors.append((str(path), exc.detail))
-                continue
-            except OSError as exc:
-                summary.errors.append((str(path), f"{path}: {exc.strerror or exc}"))
+            document = load_or_record(path, summary)
+            if document is None:
                 continue
             seen.add(document.id)
             if not force and known.get(document.id) == document.content_hash:
