@@ -43,6 +43,7 @@ def terms(text: str) -> list[str]:
 @dataclass(frozen=True)
 class SentenceMatch:
     coverage: float  # share of the question's IDF mass found in the best sentence, in [0, 1]
+    score: float  # the same with phrase and answer-type bonuses, uncapped: a ranking feature
     start: int  # offsets of that sentence within the passage text
     end: int
 
@@ -88,12 +89,27 @@ def _has_answer_type(pattern: re.Pattern[str], sentence: str, question: str) -> 
     )
 
 
+PHRASE_WEIGHT = 0.5  # a question's word pair found side by side counts half again
+
+
+def _pairs(words: Sequence[str]) -> set[tuple[str, str]]:
+    return set(zip(words, words[1:], strict=False))
+
+
 def match_sentences(question: str, passages: Sequence[str]) -> list[SentenceMatch | None]:
-    """For each passage, its sentence that best covers the question's words (None if empty)."""
-    wanted = set(terms(question))
+    """For each passage, its sentence that best covers the question's words (None if empty).
+
+    A sentence scores the IDF of each question word it holds, more when consecutive question
+    words appear side by side there too ("Russian delegation" as a phrase rather than "led" in
+    "U.S.-led" and "Russian" elsewhere), plus the answer-type bonus.
+    """
+    asked = terms(question)
+    wanted = set(asked)
+    asked_pairs = _pairs(asked)
     sentences = [split_sentences(text) for text in passages]
-    bags = [[set(terms(text[s:e])) & wanted for s, e in spans]
-            for text, spans in zip(passages, sentences, strict=True)]
+    words = [[terms(text[s:e]) for s, e in spans]
+             for text, spans in zip(passages, sentences, strict=True)]
+    bags = [[set(w) & wanted for w in passage] for passage in words]
     n = max(len(passages), 1)
     df = {t: sum(1 for passage in bags if any(t in bag for bag in passage)) for t in wanted}
     idf = {t: math.log(1 + n / (df[t] or 0.5)) for t in wanted}
@@ -101,16 +117,22 @@ def match_sentences(question: str, passages: Sequence[str]) -> list[SentenceMatc
     matches: list[SentenceMatch | None] = []
     kind = answer_type(question)
     bonus = ANSWER_TYPE_BONUS * total
-    for text, spans, passage in zip(passages, sentences, bags, strict=True):
+    for text, spans, passage, passage_words in zip(passages, sentences, bags, words,
+                                                    strict=True):
         if not spans:
             matches.append(None)
             continue
-        scores = [sum(idf[t] for t in bag) for bag in passage]
+        scores = [
+            sum(idf[t] for t in bag)
+            + PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & _pairs(w))
+            for bag, w in zip(passage, passage_words, strict=True)
+        ]
         if kind is not None:
             scores = [score + bonus * _has_answer_type(kind, text[a:b], question)
                       for score, (a, b) in zip(scores, spans, strict=True)]
         best = max(range(len(spans)), key=lambda i: (scores[i], -i))
-        matches.append(SentenceMatch(min(scores[best] / total, 1.0), *spans[best]))
+        matches.append(SentenceMatch(min(scores[best] / total, 1.0), scores[best] / total,
+                                     *spans[best]))
     return matches
 
 

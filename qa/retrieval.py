@@ -86,7 +86,7 @@ NEIGHBOUR_GAP = 4  # characters (a paragraph break) between chunks that count as
 
 
 def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, ChunkRow], k: int,
-                      coverage: dict[int, float]) -> list[_Span]:
+                      sentence_scores: dict[int, float]) -> list[_Span]:
     """Best-first, non-overlapping spans; a ranked chunk that touches a kept span of its
     document is merged into it (up to MAX_MERGED chunks), else dropped. Deleted chunks vanish."""
     kept: list[_Span] = []
@@ -106,7 +106,7 @@ def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, Chunk
                 near.first = row
             near.start, near.end = min(near.start, row.start), max(near.end, row.end)
             near.parts += 1
-            if coverage.get(row.id, 0.0) > coverage.get(near.best_match, 0.0):
+            if sentence_scores.get(row.id, 0.0) > sentence_scores.get(near.best_match, 0.0):
                 near.best_match = row.id
     return kept
 
@@ -151,11 +151,11 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
         if absent:
             bm25.update(collection.store.keyword_scores(question, absent))
         ranked = fuse_features([
-            Features(c, cosines[c], bm25.get(c, 0.0), _coverage(matches[c])) for c in ids
+            Features(c, cosines[c], bm25.get(c, 0.0), _sentence_score(matches[c])) for c in ids
         ])
-    coverages = {c: _coverage(m) for c, m in matches.items()}
+    sentence_scores = {c: _sentence_score(m) for c, m in matches.items()}
     passages = []
-    for rank, span in enumerate(assemble_passages(ranked, rows, k, coverages), start=1):
+    for rank, span in enumerate(assemble_passages(ranked, rows, k, sentence_scores), start=1):
         lead, first = span.lead, span.first
         text = lead.text if span.parts == 1 else collection.store.text_span(
             lead.document_id, span.start, span.end)
@@ -172,8 +172,7 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
                     end=span.end, page=first.page, heading_path=first.heading_path,
                 ),
                 highlight=highlight_of(source.text, source.start, match),
-                confidence=round(confidence(cosines.get(lead.id, 0.0),
-                                            coverages.get(source.id, 0.0)), 4),
+                confidence=round(confidence(cosines.get(lead.id, 0.0), _coverage(match)), 4),
             )
         )
     return passages
@@ -181,3 +180,7 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
 
 def _coverage(match: SentenceMatch | None) -> float:
     return match.coverage if match else 0.0
+
+
+def _sentence_score(match: SentenceMatch | None) -> float:
+    return match.score if match else 0.0

@@ -74,10 +74,13 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def keyword_query(question: str) -> str | None:
     """A question → an FTS5 OR-query of its quoted content words (no FTS syntax can leak in)."""
-    words = [w for w in _WORD.findall(question.lower()) if w not in STOPWORDS]
-    if not words:
-        words = _WORD.findall(question.lower())
-    unique = list(dict.fromkeys(words))
+    tokens = _WORD.findall(question.lower())
+    words = [w for w in tokens if w not in STOPWORDS] or tokens
+    # Adjacent content words also go in as a phrase ("russian delegation"), so chunks that
+    # hold the question's phrases outrank those that only share its words.
+    phrases = [f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False)
+               if a not in STOPWORDS and b not in STOPWORDS]
+    unique = list(dict.fromkeys(words + phrases))
     return " OR ".join(f'"{w}"' for w in unique) if unique else None
 
 
