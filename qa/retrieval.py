@@ -15,11 +15,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from qa.collection import Collection
-from qa.errors import InvalidInput
+from qa.errors import DocumentNotFound, InvalidInput
 from qa.highlight import SentenceMatch, highlight_of, match_sentences
 from qa.settings import Mode
 from qa.store import ChunkRow
@@ -124,8 +125,9 @@ def confidence(cosine: float, coverage: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid"
-             ) -> list[Passage]:
+def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid", *,
+             fusion: Literal["features", "rrf"] = "features") -> list[Passage]:
+    """Top-k passages; `fusion="rrf"` swaps in the reciprocal-rank baseline (benchmarks)."""
     question = question.strip()
     if not question:
         raise InvalidInput("question must not be empty")
@@ -145,6 +147,8 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
         ranked = dense
     elif mode == "keyword":
         ranked = keyword
+    elif fusion == "rrf":
+        ranked = fuse_rankings([dense, keyword])
     else:
         bm25 = dict(keyword)
         absent = [c for c in ids if c not in bm25]
@@ -154,11 +158,15 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
             Features(c, cosines[c], bm25.get(c, 0.0), _sentence_score(matches[c])) for c in ids
         ])
     sentence_scores = {c: _sentence_score(m) for c, m in matches.items()}
-    passages = []
-    for rank, span in enumerate(assemble_passages(ranked, rows, k, sentence_scores), start=1):
+    passages: list[Passage] = []
+    for span in assemble_passages(ranked, rows, k, sentence_scores):
         lead, first = span.lead, span.first
-        text = lead.text if span.parts == 1 else collection.store.text_span(
-            lead.document_id, span.start, span.end)
+        try:
+            text = lead.text if span.parts == 1 else collection.store.text_span(
+                lead.document_id, span.start, span.end)
+        except DocumentNotFound:
+            continue  # deleted while we ranked it: answer without it, never with half of it
+        rank = len(passages) + 1
         source = rows[span.best_match]
         match = matches.get(source.id)
         passages.append(

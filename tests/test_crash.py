@@ -45,7 +45,9 @@ def write_corpus(folder: Path, count: int) -> dict[str, str]:
         for line in lines:
             record = json.loads(line)
             title, text = record["title"].strip(), record["text"].strip()
-            if not title or len(text) < 200:
+            # A title is the question that must find its document, so it must be specific
+            # ("Summary" is the title of several abstracts).
+            if len(title.split()) < 4 or len(text) < 200:
                 continue
             # Small files (one chunk each) keep the embedding, and so the test, short.
             text = text[: text.rfind(". ", 0, 600) + 1 or 600]
