@@ -286,3 +286,7 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
 
 def main() -> None:
     cli(prog_name="qa")
+
+
+if __name__ == "__main__":
+    main()

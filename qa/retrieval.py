@@ -83,16 +83,21 @@ class _Span:
 
 
 MAX_MERGED = 2
+# Neighbours are looked for among at least this many top chunks whatever k is, so the first
+# passage is the same for k=1 as for k=10.
+MERGE_DEPTH = 10
 NEIGHBOUR_GAP = 4  # characters (a paragraph break) between chunks that count as neighbours
 
 
 def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, ChunkRow], k: int,
                       sentence_scores: dict[int, float]) -> list[_Span]:
     """Best-first, non-overlapping spans; a ranked chunk that touches a kept span of its
-    document is merged into it (up to MAX_MERGED chunks), else dropped. Deleted chunks vanish."""
+    document is merged into it (up to MAX_MERGED chunks), else dropped. Deleted chunks vanish.
+    Once k spans are kept, the rest of the top MERGE_DEPTH chunks may still merge into them."""
     kept: list[_Span] = []
-    for chunk_id, score in ranked:
-        if len(kept) >= k:
+    for scanned, (chunk_id, score) in enumerate(ranked):
+        full = len(kept) >= k
+        if full and scanned >= MERGE_DEPTH:
             break
         row = rows.get(chunk_id)
         if row is None:
@@ -101,7 +106,8 @@ def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, Chunk
                      and row.start < s.end + NEIGHBOUR_GAP and s.start < row.end + NEIGHBOUR_GAP),
                     None)
         if near is None:
-            kept.append(_Span(row, row, row.start, row.end, score, best_match=row.id))
+            if not full:
+                kept.append(_Span(row, row, row.start, row.end, score, best_match=row.id))
         elif near.parts < MAX_MERGED:
             if row.start < near.start:
                 near.first = row

@@ -58,3 +58,13 @@ def test_keyword_mode_finds_exact_names(built_index: Collection) -> None:
 
     keyword = retrieve(built_index, "Medinsky", 3, "keyword")
     assert len(keyword) == 1 and "Medinsky" in keyword[0].text
+
+
+def test_the_first_passage_does_not_depend_on_k(built_index: Collection) -> None:
+    from qa.retrieval import retrieve
+
+    question = "who led the Russian delegation?"
+    one = retrieve(built_index, question, 1, "hybrid")[0]
+    ten = retrieve(built_index, question, 10, "hybrid")[0]
+    assert (one.citation.start, one.citation.end) == (ten.citation.start, ten.citation.end)
+    assert "Medinsky" in one.text
