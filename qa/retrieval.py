@@ -2,8 +2,8 @@
 
 Hybrid ranking, in three steps:
 1. Candidates: the top `depth` chunks by dense cosine (FAISS) and by BM25 (SQLite FTS5).
-2. Features, exact for every candidate: cosine (from the stored vector when FAISS did not
-   return it), BM25 (FTS5, restricted to the candidates), and sentence coverage (the share of
+2. Features for every candidate: cosine (exact, from the stored vector when FAISS did not
+   return it), BM25 (from the first 1000 FTS5 matches), and sentence coverage (the share of
    the question's IDF mass found in the chunk's best sentence; see qa/highlight.py).
 3. Score = weighted sum of the features, each z-normalized over this question's candidates, so
    no feature's scale dominates. The weights were tuned once on ../shared/eval (SQuAD and
@@ -27,6 +27,7 @@ from qa.store import ChunkRow
 from qa.types import Citation, Passage
 
 RRF_K = 60
+BM25_DEPTH = 1000
 DENSE_WEIGHT = 0.8
 KEYWORD_WEIGHT = 0.2
 COVERAGE_WEIGHT = 0.6
@@ -139,7 +140,12 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
         raise InvalidInput("question must not be empty")
     depth = max(2 * k, 30)
     dense = collection.dense_search(question, depth) if mode != "keyword" else []
-    keyword = collection.keyword_search(question, depth) if mode != "dense" else []
+    # One FTS5 query serves twice: its head is the keyword candidate list, and its long tail
+    # gives BM25 to dense candidates (ranking every match costs FTS5 the same either way,
+    # while asking again for given rowids costs twice as much).
+    scored = (collection.keyword_search(question, BM25_DEPTH if mode == "hybrid" else depth)
+              if mode != "dense" else [])
+    keyword = scored[:depth]
     ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
     rows = collection.store.chunk_rows(ids)
     ids = [c for c in ids if c in rows]
@@ -156,10 +162,7 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
     elif fusion == "rrf":
         ranked = fuse_rankings([dense, keyword])
     else:
-        bm25 = dict(keyword)
-        absent = [c for c in ids if c not in bm25]
-        if absent:
-            bm25.update(collection.store.keyword_scores(question, absent))
+        bm25 = dict(scored)  # a candidate beyond the first BM25_DEPTH matches counts 0
         ranked = fuse_features([
             Features(c, cosines[c], bm25.get(c, 0.0), _sentence_score(matches[c])) for c in ids
         ])

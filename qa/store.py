@@ -306,19 +306,6 @@ class Store:
             ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
-    def keyword_scores(self, question: str, ids: Sequence[int]) -> list[tuple[int, float]]:
-        """BM25 of given chunks (collection-wide statistics); chunks matching no word are absent."""
-        query = keyword_query(question)
-        if query is None or not ids:
-            return []
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT rowid, -bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?"
-                f" AND rowid IN ({','.join('?' * len(ids))})",
-                (query, *[int(i) for i in ids]),
-            ).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
-
     def text_span(self, document_id: str, start: int, end: int) -> str:
         with self._lock:
             row = self._conn.execute(
