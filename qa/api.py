@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: FastAPI must see the locally built AskRequest.
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from qa.writes import (
     documents_router,
 )
 
+logger = logging.getLogger("qa")
 PROBLEM = "application/problem+json"
 
 
@@ -136,6 +138,18 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.state.settings = settings
     install_error_handlers(app)
     declare_problem_responses(app)
+
+    @app.middleware("http")
+    async def contain_failures(request: Request, call_next: Any) -> Any:
+        # Innermost, so even a 500 passes back through CORS: a browser then reads the
+        # problem instead of reporting the server unreachable.
+        try:
+            return await call_next(request)
+        except Exception as exc:
+            logger.exception("unhandled error on %s %s", request.method, request.url.path)
+            return problem(500, "Internal error",
+                           f"{type(exc).__name__}: the server failed; see logs")
+
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
                        render=error_response)
     ask_rate_limit = AskRateLimit(settings.ask_rate_limit)
