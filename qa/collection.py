@@ -56,8 +56,7 @@ class WriteReport:
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    chunks: int = 0
-    embedded: int = 0
+    embedded: int = 0  # chunks embedded (every chunk written is embedded first)
 
 
 class Collection:
@@ -202,7 +201,6 @@ class Collection:
         texts = [c.text for _, chunks in todo for c in chunks]
         vectors = self.embedder.embed(texts, progress=progress)
         report.embedded = len(texts)
-        report.chunks = len(texts)
         items, offset = [], 0
         for document, chunks in todo:
             items.append((document, chunks, vectors[offset : offset + len(chunks)]))

@@ -74,7 +74,7 @@ def index_paths(
             summary.added += len(report.added)
             summary.replaced += len(report.replaced)
             summary.unchanged += len(report.skipped)
-            summary.chunks += report.chunks
+            summary.chunks += report.embedded
             summary.embedded += report.embedded
             if on_commit:
                 on_commit([d.id for d in group])

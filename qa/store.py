@@ -351,15 +351,6 @@ class Store:
             for r in rows
         ]
 
-    def iter_documents(self) -> Iterator[DocumentRow]:
-        offset = 0
-        while True:
-            rows, _ = self.list_documents(offset, 500)
-            if not rows:
-                return
-            yield from rows
-            offset += len(rows)
-
 
 def _batches(items: list[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):

@@ -337,7 +337,7 @@ def _build(dataset: Dataset, settings: Settings, embedder: Any, directory: Path,
     collection = Collection.open(settings.model_copy(update={"index_dir": directory}), embedder,
                                  create=True)
     report = collection.add(list(dataset.documents), progress=progress)
-    log(f"embedded {report.chunks} chunks in {time.perf_counter() - started:.1f}s")
+    log(f"embedded {report.embedded} chunks in {time.perf_counter() - started:.1f}s")
     return collection
 
 
