@@ -4,7 +4,8 @@ Embedding is the one slow step (≈ 30 chunks/s on a quiet 2-core machine), so t
 the SciFact chunks are cached under bench/results/cache, keyed by model and chunker, and grown
 on demand: a later, larger run embeds only the chunks it lacks. Anything bigger than the real
 corpus is synthetic and says so: copies of real documents whose vectors are the real ones plus
-Gaussian noise (for /ask at 100k), or normalised mixtures of two real vectors (for the 1M ANN).
+Gaussian noise (for /ask at 100k), or draws from a Gaussian mixture fitted to the real vectors
+(for the 1M ANN).
 """
 
 from __future__ import annotations
@@ -132,19 +133,38 @@ def grown(base: Corpus, target: int, seed: int = 0) -> Corpus:
     return Corpus(documents, chunks, vectors, synthetic_vectors=len(vectors) - base.size)
 
 
-def mixtures(real: Vectors, n: int, seed: int = 1, block: int = 100_000):
-    """Synthetic vectors for the 1M case: normalise(a + u·b + ε) over random real pairs a, b.
+def clustered(real: Vectors, n: int, seed: int = 1, clusters: int = 64, block: int = 100_000):
+    """Synthetic vectors for the 1M case, shaped like the real ones: a Gaussian mixture fitted
+    to them. k-means splits the real vectors into `clusters` topics; each synthetic vector is
+    drawn from its topic's Gaussian (its mean and covariance: mean + w·residuals with
+    w ~ N(0, 1/m) over the topic's m real vectors), then normalised. The collection keeps the
+    real topics and their spread, without near-copies of any one real vector.
 
-    Yields blocks, so 1M × 384 floats are made once and never copied whole.
+    An earlier generator, normalise(a + u·b + ε) over random real pairs, put ~n/len(real)
+    near-copies around every real vector, a density no corpus has: there recall@10 measured
+    tie-breaking among near-duplicates (0.927 at 200k, efSearch 192).
     """
+    import faiss
+
+    kmeans = faiss.Kmeans(real.shape[1], clusters, niter=20, seed=seed, spherical=True)
+    kmeans.train(np.ascontiguousarray(real, dtype=np.float32))
+    _, assigned = kmeans.index.search(np.ascontiguousarray(real, dtype=np.float32), 1)
+    topics = [real[assigned[:, 0] == c] for c in range(clusters)]
+    topics = [t for t in topics if len(t) > 1]
+    means = [t.mean(axis=0) for t in topics]
+    residuals = [t - m for t, m in zip(topics, means, strict=True)]
+    share = np.array([len(t) for t in topics], dtype=np.float64)
     rng = np.random.default_rng(seed)
     for start in range(0, n, block):
         m = min(block, n - start)
-        a = real[rng.integers(0, len(real), m)]
-        b = real[rng.integers(0, len(real), m)]
-        u = rng.uniform(0.0, 0.5, (m, 1)).astype(np.float32)
-        v = a + u * b + rng.normal(0.0, 0.01, a.shape).astype(np.float32)
-        yield np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
+        topic = rng.choice(len(topics), size=m, p=share / share.sum())
+        out = np.empty((m, real.shape[1]), dtype=np.float32)
+        for c in np.unique(topic):
+            rows = np.flatnonzero(topic == c)
+            r = residuals[c]
+            w = rng.standard_normal((len(rows), len(r))).astype(np.float32) / np.sqrt(len(r))
+            out[rows] = means[c] + w @ r
+        yield np.ascontiguousarray(out / np.linalg.norm(out, axis=1, keepdims=True))
 
 
 def corpus_key(model: str, tokens: int, overlap: int) -> str:

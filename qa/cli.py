@@ -238,9 +238,14 @@ def check(index_dir: Path | None) -> None:
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache/eval"),
               show_default=True, help="Where indexes built for SQuAD/BEIR data are kept.")
 @click.option("--no-cache", is_flag=True, help="Build the dataset's index afresh, keep nothing.")
+@click.option("--doc-length", type=click.Choice(["model", "full"]), default=None,
+              help="BEIR: index each document cut to what the embedding model reads in one pass"
+                   " (model, the default: the protocol of published BEIR/MTEB scores) or whole"
+                   " (full: chunked as the service indexes any document).")
 def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | None,
           compare: str | None, k: int, as_json: bool, report_dir: Path | None,
-          run_file: Path | None, cache_dir: Path, no_cache: bool) -> None:
+          run_file: Path | None, cache_dir: Path, no_cache: bool,
+          doc_length: str | None) -> None:
     """Evaluate retrieval on a labelled question set: SQuAD JSON, a BEIR folder, or JSONL of
     {"question", "answers": [...]} lines (judged against --index or --url).
 
@@ -250,6 +255,7 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
         qa eval seeds/questions.jsonl --url http://127.0.0.1:8000 --json
     """
     from qa.eval import DatasetError, load_dataset, run_evaluation
+    from qa.eval.datasets import DocLength
     from qa.eval.report import format_table, metrics_object, write_report, write_run_file
     from qa.settings import Mode
 
@@ -265,10 +271,15 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
         data = load_dataset(dataset)
     except DatasetError as exc:
         fail(exc.detail, 2)
+    builds_index = index_dir is None and url is None and bool(data.documents)
+    if doc_length is not None and not (builds_index and data.kind == "beir"):
+        fail("--doc-length applies to the index built from a BEIR folder, not to "
+             + ("--index/--url" if not builds_index else f"a {data.kind} dataset"), 2)
     progress = sys.stderr.isatty()
     results = run_evaluation(
         data, settings, cast("list[Mode]", modes), k, index_dir=index_dir, url=url,
         cache_dir=None if no_cache else cache_dir, progress=progress,
+        doc_length=cast("DocLength", doc_length or ("model" if data.kind == "beir" else "full")),
         log=lambda line: click.echo(line, err=True),
     )
     if run_file is not None:

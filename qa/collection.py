@@ -257,8 +257,9 @@ class Collection:
         vectors = self.store.embeddings(list(ids), self.manifest.dimension)
         return [(int(i), float(s)) for i, s in zip(ids, vectors @ query[0], strict=True)]
 
-    def keyword_search(self, question: str, k: int) -> list[tuple[int, float]]:
-        return self.store.keyword_search(question, k)
+    def keyword_search(self, question: str, k: int, *, budget: int | None = None
+                       ) -> list[tuple[int, float]]:
+        return self.store.keyword_search(question, k, budget=budget)
 
 
 def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]]

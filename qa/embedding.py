@@ -76,6 +76,20 @@ class Embedder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    @property
+    def max_seq_length(self) -> int:
+        # sentence-transformers reports None for a model with no limit; BERT-likes have 512.
+        return int(self._model.max_seq_length or 512)
+
+    def model_input(self, text: str) -> str:
+        """The prefix of `text` the model reads in one pass: it drops word pieces past its
+        `max_seq_length` (256 for all-MiniLM-L6-v2). Published scores embed documents this way."""
+        tokenizer = self._model.tokenizer
+        room = self.max_seq_length - tokenizer.num_special_tokens_to_add()
+        offsets = tokenizer(text, add_special_tokens=False, truncation=True, max_length=room,
+                            return_offsets_mapping=True)["offset_mapping"]
+        return text[: offsets[-1][1]] if len(offsets) >= room else text
+
     def embed_query(self, question: str) -> Vectors:
         """One question → a (1, d) row; repeated questions come from a small LRU cache."""
         with self._lock:

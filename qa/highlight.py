@@ -74,11 +74,11 @@ def answer_type(question: str) -> re.Pattern[str] | None:
 ANSWER_WINDOW = 60  # characters: an answer sits close to the words the question restates
 
 
-def _has_answer_type(pattern: re.Pattern[str], sentence: str, question: str) -> bool:
-    """Does the sentence hold something of the asked-for type, near the question's words,
-    that the question does not already say? (The classic answer-type check of TREC QA.)"""
-    asked = set(_WORD.findall(question.lower()))
-    wanted = set(terms(question))
+def _has_answer_type(pattern: re.Pattern[str], sentence: str, asked: set[str],
+                     wanted: set[str]) -> bool:
+    """Does the sentence hold something of the asked-for type, near the question's words
+    (`wanted`, stemmed), that the question (`asked`, its words) does not already say? (The
+    classic answer-type check of TREC QA.)"""
     anchors = [m.start() for m in _WORD.finditer(sentence)
                if m.group(0).lower() not in STOPWORDS and stem(m.group(0).lower()) in wanted]
     return any(
@@ -96,8 +96,11 @@ def _pairs(words: Sequence[str]) -> set[tuple[str, str]]:
     return set(zip(words, words[1:], strict=False))
 
 
-def match_sentences(question: str, passages: Sequence[str]) -> list[SentenceMatch | None]:
+def match_sentences(question: str, passages: Sequence[str],
+                    found: Sequence[Sequence[tuple[int, int]] | None] | None = None,
+                    ) -> list[SentenceMatch | None]:
     """For each passage, its sentence that best covers the question's words (None if empty).
+    `found` may give each passage's sentence spans as found at indexing (None: split now).
 
     A sentence scores the IDF of each question word it holds, more when consecutive question
     words appear side by side there too ("Russian delegation" as a phrase rather than "led" in
@@ -106,7 +109,9 @@ def match_sentences(question: str, passages: Sequence[str]) -> list[SentenceMatc
     asked = terms(question)
     wanted = set(asked)
     asked_pairs = _pairs(asked)
-    sentences = [split_sentences(text) for text in passages]
+    given = found if found is not None else [None] * len(passages)
+    sentences = [split_sentences(text) if spans is None else spans
+                 for text, spans in zip(passages, given, strict=True)]
     words = [[terms(text[s:e]) for s, e in spans]
              for text, spans in zip(passages, sentences, strict=True)]
     bags = [[set(w) & wanted for w in passage] for passage in words]
@@ -116,20 +121,26 @@ def match_sentences(question: str, passages: Sequence[str]) -> list[SentenceMatc
     total = sum(idf.values()) or 1.0
     matches: list[SentenceMatch | None] = []
     kind = answer_type(question)
+    asked_words = set(_WORD.findall(question.lower()))
+    doubled = {a for a, b in asked_pairs if a == b}  # "bora bora": a pair of one word
     bonus = ANSWER_TYPE_BONUS * total
     for text, spans, passage, passage_words in zip(passages, sentences, bags, words,
                                                     strict=True):
         if not spans:
             matches.append(None)
             continue
+        # A phrase needs two of the question's words in the sentence: skip the pairs otherwise.
         scores = [
             sum(idf[t] for t in bag)
-            + PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & _pairs(w))
+            + (PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & _pairs(w))
+               if asked_pairs and (len(bag) > 1 or bag & doubled) else 0.0)
             for bag, w in zip(passage, passage_words, strict=True)
         ]
         if kind is not None:
-            scores = [score + bonus * _has_answer_type(kind, text[a:b], question)
-                      for score, (a, b) in zip(scores, spans, strict=True)]
+            # The bonus can only lift a sentence that holds a question word (it needs an anchor).
+            scores = [score + bonus * _has_answer_type(kind, text[a:b], asked_words, wanted)
+                      if bag else score
+                      for score, bag, (a, b) in zip(scores, passage, spans, strict=True)]
         best = max(range(len(spans)), key=lambda i: (scores[i], -i))
         matches.append(SentenceMatch(min(scores[best] / total, 1.0), scores[best] / total,
                                      *spans[best]))

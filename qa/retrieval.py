@@ -1,7 +1,8 @@
 """Question → ranked, non-overlapping passages with citations, highlights and confidence.
 
 Hybrid ranking, in three steps:
-1. Candidates: the top `depth` chunks by dense cosine (FAISS) and by BM25 (SQLite FTS5).
+1. Candidates: the top `depth` chunks by dense cosine (FAISS) and by BM25 (SQLite FTS5; in a
+   large collection over the question's rarer words only, see store.KEYWORD_POSTINGS).
 2. Features for every candidate: cosine (exact, from the stored vector when FAISS did not
    return it), BM25 (from the first 1000 FTS5 matches), and sentence coverage (the share of
    the question's IDF mass found in the chunk's best sentence; see qa/highlight.py).
@@ -23,7 +24,7 @@ from qa.collection import Collection
 from qa.errors import DocumentNotFound, InvalidInput
 from qa.highlight import SentenceMatch, highlight_of, match_sentences
 from qa.settings import Mode
-from qa.store import ChunkRow
+from qa.store import KEYWORD_POSTINGS, ChunkRow
 from qa.types import Citation, Passage
 
 RRF_K = 60
@@ -143,8 +144,10 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
     # One FTS5 query serves twice: its head is the keyword candidate list, and its long tail
     # gives BM25 to dense candidates (ranking every match costs FTS5 the same either way,
     # while asking again for given rowids costs twice as much).
-    scored = (collection.keyword_search(question, BM25_DEPTH if mode == "hybrid" else depth)
-              if mode != "dense" else [])
+    if mode == "hybrid":
+        scored = collection.keyword_search(question, BM25_DEPTH, budget=KEYWORD_POSTINGS)
+    else:
+        scored = collection.keyword_search(question, depth) if mode == "keyword" else []
     keyword = scored[:depth]
     ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
     rows = collection.store.chunk_rows(ids)
@@ -153,8 +156,8 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
     missing = [c for c in ids if c not in cosines]
     if missing:
         cosines.update(collection.cosines(question, missing))
-    matches = dict(zip(ids, match_sentences(question, [rows[c].text for c in ids]),
-                       strict=True))
+    matches = dict(zip(ids, match_sentences(question, [rows[c].text for c in ids],
+                                            [rows[c].sentences for c in ids]), strict=True))
     if mode == "dense":
         ranked = dense
     elif mode == "keyword":

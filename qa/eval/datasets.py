@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +21,10 @@ from qa.errors import InvalidInput
 from qa.types import Document
 
 Kind = Literal["squad", "beir", "jsonl"]
+# How much of each BEIR document goes into the temporary index: "model" keeps what the
+# embedding model reads in one pass (the protocol behind published BEIR/MTEB scores), "full"
+# the whole text, chunked as the service indexes any document.
+DocLength = Literal["model", "full"]
 PARAGRAPH_JOIN = "\n\n"
 
 
@@ -63,6 +67,11 @@ class Dataset:
             h.update(document.id.encode("utf-8", "surrogatepass"))
             h.update(b"\x00" + document.content_hash.encode() + b"\x00")
         return h.hexdigest()
+
+    def cut(self, prefix: Callable[[str], str]) -> Dataset:
+        """The same questions over documents cut to `prefix(text)` (e.g. the model's input)."""
+        documents = tuple(replace(d, text=prefix(d.text)) for d in self.documents)
+        return replace(self, documents=documents)
 
 
 def load_dataset(path: Path) -> Dataset:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from qa.errors import QAError
 from qa.eval import metrics
-from qa.eval.datasets import AnswerSpan, Dataset, Question
+from qa.eval.datasets import AnswerSpan, Dataset, DocLength, Question
 from qa.settings import Mode, Settings
 from qa.types import Citation, Highlight, Passage
 
@@ -343,10 +343,12 @@ def _build(dataset: Dataset, settings: Settings, embedder: Any, directory: Path,
 
 def run_evaluation(dataset: Dataset, settings: Settings, modes: Sequence[Mode], k: int = 10, *,
                    index_dir: Path | None = None, url: str | None = None,
-                   cache_dir: Path | None = None, progress: bool = False,
+                   cache_dir: Path | None = None, doc_length: DocLength = "full",
+                   progress: bool = False,
                    log: Callable[[str], None] = lambda _: None) -> list[ModeResult]:
     """Evaluate against `url`, or `index_dir`, or else an index of the dataset's own documents
-    (cached in `cache_dir`); a JSONL set without documents uses `settings.index_dir`."""
+    (cached in `cache_dir`, each cut to the model's input when `doc_length` is "model"); a
+    JSONL set without documents uses `settings.index_dir`."""
     if url is not None:
         http = HttpRetriever(url)
         try:
@@ -365,7 +367,14 @@ def run_evaluation(dataset: Dataset, settings: Settings, modes: Sequence[Mode], 
             return evaluate(dataset, LocalRetriever(collection), modes, k, progress=progress)
         finally:
             collection.close()
-    with dataset_index(dataset, settings, embedder, cache_dir=cache_dir, log=log,
+    indexed = dataset
+    if doc_length == "model":
+        indexed = dataset.cut(embedder.model_input)
+        cut = sum(a.text != b.text for a, b in zip(dataset.documents, indexed.documents,
+                                                    strict=True))
+        log(f"{cut} of {len(dataset.documents)} documents cut to the model's input "
+            f"({embedder.max_seq_length} word pieces), as published scores embed them")
+    with dataset_index(indexed, settings, embedder, cache_dir=cache_dir, log=log,
                        progress=progress) as built:
         results = evaluate(dataset, LocalRetriever(built), modes, k, progress=progress)
     if dataset.kind == "beir":

@@ -1,0 +1,50 @@
+"""The SQLite store on its own: keyword search over real FTS5 in tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qa.chunking import split_document
+from qa.store import Store
+from qa.types import Document
+
+
+def test_a_large_collection_leaves_common_words_out_of_the_keyword_query(tmp_path: Path) -> None:
+    store = Store(tmp_path / "qa.sqlite3")
+    documents = [Document(id=f"study-{i}", title=f"Study {i}",
+                          text=f"Protein folding, study {i}. The protein was measured twice.")
+                 for i in range(12)]
+    documents.append(Document(id="zebrafish", title="Zebrafish",
+                              text="Zebrafish protein drives fin regeneration."))
+    store.replace_documents([(d, split_document(d, 200, 48), None) for d in documents])
+    question = "zebrafish protein"
+
+    everything = store.keyword_search(question, 20)  # exact: keyword mode
+    assert store.keyword_search(question, 20, budget=1000) == everything  # 13 chunks: unpruned
+    pruned = store.keyword_search(question, 20, budget=5)  # "protein" alone costs 13 postings
+
+    def documents_of(hits: list[tuple[int, float]]) -> list[str]:
+        rows = store.chunk_rows([chunk_id for chunk_id, _ in hits])
+        return [rows[chunk_id].document_id for chunk_id, _ in hits]
+
+    assert len(everything) == 13 and documents_of(everything)[0] == "zebrafish"
+    assert documents_of(pruned) == ["zebrafish"]
+    # With nothing rare to keep, the rarest word still goes in rather than nothing at all.
+    assert len(store.keyword_search("protein measured", 20, budget=5)) == 12
+    store.close()
+
+
+def test_sentence_spans_stored_at_indexing_match_the_chunk_text(tmp_path: Path) -> None:
+    from qa.chunking import split_sentences
+
+    seed = next(p for p in sorted((Path(__file__).parent.parent / "seeds").iterdir())
+                if p.suffix in (".txt", ".md"))
+    document = Document(id="seed", title="Seed", text=seed.read_text(encoding="utf-8"))
+    store = Store(tmp_path / "qa.sqlite3")
+    (ids, _) = store.replace_documents([(document, split_document(document, 200, 48), None)])
+    rows = store.chunk_rows(ids)
+    assert len(rows) == len(ids) > 3
+    for row in rows.values():
+        assert row.sentences == split_sentences(row.text)
+        assert all(row.text[a:b].strip() == row.text[a:b] != "" for a, b in row.sentences)
+    store.close()
