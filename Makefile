@@ -41,6 +41,7 @@ eval: index
 	$(BIN)/qa eval seeds/questions.jsonl --index $(INDEX)
 	$(BIN)/qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json --compare dense,keyword,hybrid
 	$(BIN)/qa eval ../shared/eval/beir-scifact --compare dense,keyword,hybrid
+	$(BIN)/qa eval ../shared/eval/beir-scifact --compare dense,keyword,hybrid --doc-length full
 
 bench: install
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[bench]'

@@ -23,7 +23,7 @@ from qa.vectors import VectorIndex
 def measure_ann(real: Vectors, queries: Vectors, n: int) -> dict[str, Any]:
     import faiss
 
-    key = (f"ann-clustered-{n}-{len(real)}-M{vector_module.HNSW_M}"
+    key = (f"ann-clustered-{n}-{len(real)}-sq8-M{vector_module.HNSW_M}"
            f"-efc{vector_module.HNSW_EF_CONSTRUCTION}.faiss")
     path = CACHE / key
     index = VectorIndex.load(path, real.shape[1])
@@ -63,7 +63,8 @@ def measure_ann(real: Vectors, queries: Vectors, n: int) -> dict[str, Any]:
         "queries": len(queries),
         "layout": index.layout,
         "hnsw": {"M": vector_module.HNSW_M, "ef_construction": vector_module.HNSW_EF_CONSTRUCTION,
-                 "ef_search": index.ef_search},
+                 "ef_search": index.ef_search, "codes": "8-bit scalar quantizer",
+                 "refine_factor": vector_module.REFINE_FACTOR},
         "search_p50_ms": sweep[str(default)]["search_p50_ms"],
         "recall_at_10": sweep[str(default)]["recall_at_10"],
         "ef_search_sweep": sweep,

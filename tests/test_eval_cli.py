@@ -93,6 +93,7 @@ def test_a_beir_folder_missing_qrels_is_exit_2(tmp_path: Path) -> None:
     [
         (["--compare", "dense,fuzzy"], "--compare takes modes among"),
         (["--index", "i", "--url", "http://127.0.0.1:1"], "not both"),
+        (["--doc-length", "full"], "--doc-length applies to the index built from a BEIR"),
     ],
 )
 def test_contradictory_options_are_exit_2(args: list[str], message: str) -> None:

@@ -231,3 +231,41 @@ def test_an_unreachable_service_is_a_service_error(tmp_path: Path) -> None:
         evaluate(dataset, http, ["dense"], 5)
     http.close()
 
+
+
+FILLER = "The morning was cold, and the team checked the weather instruments once again. " * 30
+LATE = "Finally the glacier calved an iceberg as large as a city block into the fjord."
+
+
+def test_model_input_is_exactly_what_the_model_embeds(embedder: Embedder) -> None:
+    long = FILLER + LATE
+    cut = embedder.model_input(long)
+    assert long.startswith(cut) and "glacier" not in cut and len(cut) < len(long)
+    assert embedder.model_input("a short claim") == "a short claim"
+    # The model drops the same word pieces itself: the cut text embeds as the whole does.
+    whole, kept = embedder.embed([long, cut], progress=False)
+    assert float(whole @ kept) > 0.9999
+
+
+def test_beir_documents_cut_to_the_model_input_hide_what_lies_past_it(
+        tmp_path: Path, settings: Settings, embedder: Embedder) -> None:
+    folder = make_beir(tmp_path / "beir")
+    with (folder / "corpus.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"_id": "late", "title": "Field notes", "text": FILLER + LATE}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n4\tlate\t1\n")
+    with (folder / "queries.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"_id": "4", "text": "a glacier calving an iceberg"}) + "\n")
+    full = load_dataset(folder)
+    cut = full.cut(embedder.model_input)
+    assert [q.id for q in cut.questions] == ["4"] and cut.qrels == full.qrels
+    results = {}
+    for name, dataset in (("full", full), ("cut", cut)):
+        with dataset_index(dataset, settings, embedder, cache_dir=tmp_path / "cache") as index:
+            (results[name],) = evaluate(full, LocalRetriever(index), ["dense"], 10)
+    assert results["full"].metrics["hit@1"] == 1.0
+    assert "glacier" in results["full"].outcomes[0].passages[0].text
+    # Cut, the document holds only what the model would have read: the filler.
+    passages = results["cut"].outcomes[0].passages
+    assert any(p.citation.document_id == "late" for p in passages)
+    assert not any("glacier" in p.text for p in passages)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # the cut corpus is its own index

@@ -123,3 +123,12 @@ def test_unreadable_or_foreign_snapshot_loads_as_none(tmp_path: Path) -> None:
     index.add(np.array([1], dtype=np.int64), unit_rows(1, seed=8))
     index.save(path)
     assert VectorIndex.load(path, DIM + 1) is None
+
+
+def test_a_snapshot_of_an_older_layout_loads_as_none_so_it_is_rebuilt(tmp_path: Path) -> None:
+    import faiss
+
+    old = faiss.IndexIDMap2(faiss.IndexHNSWFlat(DIM, 8, faiss.METRIC_INNER_PRODUCT))
+    old.add_with_ids(np.eye(DIM, dtype=np.float32), np.arange(DIM, dtype=np.int64))
+    faiss.write_index(old, str(tmp_path / "vectors.faiss"))
+    assert VectorIndex.load(tmp_path / "vectors.faiss", DIM) is None
