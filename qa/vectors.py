@@ -11,8 +11,8 @@ the recall@10 of HNSW against exact search): the graph is walked over 8-bit code
 vectors, and its best candidates are re-ranked exactly against the float vectors kept beside
 it (FAISS's IndexHNSWSQ inside an IndexRefineFlat). HNSW cannot delete a node, so a removal is
 a tombstone: the chunk id of that slot becomes -1 in the id map, and the graph walk skips
-those slots with an `IDSelector`. Because the tombstone lives in the id map itself, `save`/`load` carry it in
-the one FAISS file with no side file to keep in step. When tombstones pass `COMPACT_FRACTION`
+those slots with an `IDSelector`. Because the tombstone lives in the id map itself,
+`save`/`load` carry it in the one FAISS file with no side file to keep in step. When tombstones pass `COMPACT_FRACTION`
 of the slots the graph is rebuilt from the live vectors, so dead nodes cannot slow the walk or
 waste memory for long.
 """
@@ -243,8 +243,8 @@ def _hnsw(dimension: int, training: npt.NDArray[np.float32]) -> Any:
     `REFINE_FACTOR`·k are then re-ranked by exact inner product over the float vectors."""
     import faiss
 
-    graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_8bit, HNSW_M,
-                              faiss.METRIC_INNER_PRODUCT)
+    graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_8bit,  # type: ignore[arg-type]
+                              HNSW_M, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
     graph.hnsw.efSearch = HNSW_EF_SEARCH
     refined = faiss.IndexRefineFlat(graph)
