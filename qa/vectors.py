@@ -13,8 +13,8 @@ it (FAISS's IndexHNSWSQ inside an IndexRefineFlat). HNSW cannot delete a node, s
 a tombstone: the chunk id of that slot becomes -1 in the id map, and the graph walk skips
 those slots with an `IDSelector`. Because the tombstone lives in the id map itself,
 `save`/`load` carry it in the one FAISS file with no side file to keep in step. When
-tombstones pass `COMPACT_FRACTION` of the slots the graph is rebuilt from the live vectors, so dead nodes cannot slow the walk or
-waste memory for long.
+tombstones pass `COMPACT_FRACTION` of the slots the graph is rebuilt from the live vectors,
+so dead nodes cannot slow the walk or waste memory for long.
 """
 
 from __future__ import annotations
