@@ -225,18 +225,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="Tiny sizes: checks the bench runs end to end, numbers mean little.")
     parser.add_argument("--json", action="store_true", help="Print one JSON object on stdout.")
     parser.add_argument("--skip", default="", help="Comma-separated: ingest,ask,peer,ann.")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help=f"Where the JSON results go (default: {RESULTS}).")
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"ingest", "ask", "peer", "ann"}
     if unknown:
         parser.error(f"unknown --skip part(s): {', '.join(sorted(unknown))}")
     out = run("smoke" if args.smoke else "quick" if args.quick else "full", skip)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    path = RESULTS / f"bench-{out['plan']}-{stamp}-{out['revision']['commit'][:8]}.json"
+    path = args.results / f"bench-{out['plan']}-{stamp}-{out['revision']['commit'][:8]}.json"
     text = json.dumps(out, indent=2)
     path.write_text(text + "\n")
-    (RESULTS / f"latest-{out['plan']}.json").write_text(text + "\n")
+    (args.results / f"latest-{out['plan']}.json").write_text(text + "\n")
     if args.json:
         print(json.dumps(out))
     else:
