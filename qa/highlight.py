@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from qa.chunking import split_sentences
-from qa.store import STOPWORDS
+from qa.store import STOPWORDS, snowball
 from qa.types import Highlight
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -25,14 +25,7 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """Snowball (Porter 2) English stem, so "negotiations" meets "negotiated"."""
-    return _stemmer().stemWord(word)  # type: ignore[no-any-return]
-
-
-@lru_cache(maxsize=1)
-def _stemmer():  # type: ignore[no-untyped-def]
-    import snowballstemmer
-
-    return snowballstemmer.stemmer("english")
+    return snowball("english").stemWord(word)  # type: ignore[no-any-return]
 
 
 def terms(text: str) -> list[str]:

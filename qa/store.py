@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -77,17 +77,18 @@ STOPWORDS = frozenset(
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+@cache
+def snowball(algorithm: str):  # type: ignore[no-untyped-def]
+    """One Snowball stemmer per algorithm, loaded on first use (C PyStemmer when installed)."""
+    import snowballstemmer
+
+    return snowballstemmer.stemmer(algorithm)
+
+
 @lru_cache(maxsize=65536)
 def porter_stem(word: str) -> str:
     """The stem FTS5's `porter` tokenizer indexes `word` under (the original Porter algorithm)."""
-    return _porter().stemWord(word)  # type: ignore[no-any-return]
-
-
-@lru_cache(maxsize=1)
-def _porter():  # type: ignore[no-untyped-def]
-    import snowballstemmer
-
-    return snowballstemmer.stemmer("porter")
+    return snowball("porter").stemWord(word)  # type: ignore[no-any-return]
 
 
 # FTS5 scores every row that holds any query word, at ~1 µs a posting, so a question made of
