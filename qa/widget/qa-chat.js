@@ -10,59 +10,88 @@
   const script = document.currentScript;
   // Where this file was loaded from: the default endpoint when none is given.
   const scriptUrl = script && script.src ? script.src : "";
-  const ATTRS = ["endpoint", "title", "placeholder", "lang", "k", "open", "timeout"];
+  const ATTRS = ["endpoint", "title", "placeholder", "lang", "k", "open", "timeout", "examples"];
   const CONTEXT_CHARS = 160;
+  const MAX_EXAMPLES = 6;
 
+  // {n} and {t} in a string are filled in by fill().
   const STRINGS = {
     en: {
       title: "Ask a question", placeholder: "Ask about these documents\u2026",
-      open: "Open chat", close: "Close", send: "Send", question: "Your question",
-      answers: "Answers", searching: "Searching\u2026", cancelled: "Cancelled.",
-      none: "No passages found for this question.", source: "View source",
+      open: "Open chat", closeChat: "Close chat", close: "Close", send: "Send",
+      question: "Your question", log: "Conversation", searching: "Searching\u2026",
+      cancelled: "Cancelled.", source: "View source", passage: "passage",
+      greeting: "Ask a question about these documents.", examples: "Example questions",
+      noAnswer: "I couldn\u2019t find this in these documents.", context: "Show the passage",
+      more: "More passages", related: "Closest passages ({n})", relatedList: "Related passages",
+      found: "Answer found in {t}", notFound: "No answer found in these documents; {n} related passages",
       unreachable: "Could not reach the server. Check your connection and try again.",
       timeout: "The server is taking too long to answer. Please try again.",
       failed: "The server could not answer", noEndpoint: "This widget has no valid endpoint.",
     },
     fr: {
       title: "Posez une question", placeholder: "Une question sur ces documents\u2026",
-      open: "Ouvrir le chat", close: "Fermer", send: "Envoyer", question: "Votre question",
-      answers: "R\u00e9ponses", searching: "Recherche\u2026", cancelled: "Annul\u00e9.",
-      none: "Aucun passage trouv\u00e9 pour cette question.", source: "Voir la source",
+      open: "Ouvrir le chat", closeChat: "Fermer le chat", close: "Fermer", send: "Envoyer",
+      question: "Votre question", log: "Conversation", searching: "Recherche\u2026",
+      cancelled: "Annul\u00e9.", source: "Voir la source", passage: "passage",
+      greeting: "Posez une question sur ces documents.", examples: "Exemples de questions",
+      noAnswer: "Je n\u2019ai pas trouv\u00e9 la r\u00e9ponse dans ces documents.",
+      context: "Voir le passage", more: "Autres passages", related: "Passages proches ({n})",
+      relatedList: "Passages proches", found: "R\u00e9ponse trouv\u00e9e dans {t}",
+      notFound: "Pas de r\u00e9ponse dans ces documents\u00a0; {n} passages proches",
       unreachable: "Serveur injoignable. V\u00e9rifiez votre connexion et r\u00e9essayez.",
       timeout: "Le serveur met trop de temps \u00e0 r\u00e9pondre. R\u00e9essayez.",
       failed: "Le serveur n\u2019a pas pu r\u00e9pondre", noEndpoint: "Ce widget n\u2019a pas d\u2019adresse valide.",
     },
     de: {
       title: "Stellen Sie eine Frage", placeholder: "Frage zu diesen Dokumenten\u2026",
-      open: "Chat \u00f6ffnen", close: "Schlie\u00dfen", send: "Senden", question: "Ihre Frage",
-      answers: "Antworten", searching: "Suche\u2026", cancelled: "Abgebrochen.",
-      none: "Keine passenden Stellen gefunden.", source: "Quelle ansehen",
+      open: "Chat \u00f6ffnen", closeChat: "Chat schlie\u00dfen", close: "Schlie\u00dfen",
+      send: "Senden", question: "Ihre Frage", log: "Unterhaltung", searching: "Suche\u2026",
+      cancelled: "Abgebrochen.", source: "Quelle ansehen", passage: "Stelle",
+      greeting: "Stellen Sie eine Frage zu diesen Dokumenten.", examples: "Beispielfragen",
+      noAnswer: "Dazu habe ich in diesen Dokumenten nichts gefunden.", context: "Stelle zeigen",
+      more: "Weitere Stellen", related: "N\u00e4chste Stellen ({n})", relatedList: "Verwandte Stellen",
+      found: "Antwort gefunden in {t}", notFound: "Keine Antwort in diesen Dokumenten; {n} verwandte Stellen",
       unreachable: "Server nicht erreichbar. Bitte Verbindung pr\u00fcfen und erneut versuchen.",
       timeout: "Der Server antwortet zu langsam. Bitte erneut versuchen.",
       failed: "Der Server konnte nicht antworten", noEndpoint: "Dieses Widget hat keine g\u00fcltige Adresse.",
     },
   };
 
+  const fill = (text, values) => text.replace(/\{(\w)\}/g, (_, key) => String(values[key]));
+
+  // Focus rings take the colour of the surface they sit on: --_ring is the accent on light
+  // surfaces and the accent's foreground inside the header, so each keeps >= 3:1 against it.
   const CSS = `
-:host{all:initial;display:block;font:var(--qa-font,14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);color:var(--qa-fg,#1f2328);--_accent:var(--qa-accent,#0b57d0);--_border:var(--qa-border,#d0d7de);--_muted:var(--qa-muted,#59636e)}
+:host{all:initial;display:block;font:var(--qa-font,14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif);color:var(--qa-fg,#1f2328);--_accent:var(--qa-accent,#0b57d0);--_accent-fg:var(--qa-accent-fg,#fff);--_border:var(--qa-border,#d0d7de);--_muted:var(--qa-muted,#59636e);--_card:var(--qa-card-bg,#f6f8fa);--_ring:var(--qa-focus-ring,var(--qa-focus,var(--_accent)))}
 :host([hidden]){display:none}
 :host([floating]){position:fixed;right:var(--qa-offset,16px);bottom:var(--qa-offset,16px);z-index:var(--qa-z-index,2147483000)}
 *,*::before,*::after{box-sizing:border-box}
-button{font:inherit;cursor:pointer}
-.launcher{display:grid;place-items:center;width:56px;height:56px;margin-left:auto;border:0;border-radius:50%;background:var(--_accent);color:var(--qa-accent-fg,#fff);box-shadow:0 4px 14px rgba(0,0,0,.25)}
+button,summary{font:inherit;cursor:pointer}
+.launcher{display:grid;place-items:center;width:56px;height:56px;margin-left:auto;border:0;border-radius:50%;background:var(--_accent);color:var(--_accent-fg);box-shadow:0 4px 14px rgba(0,0,0,.25)}
 .launcher svg{width:26px;height:26px;fill:currentColor}
 .panel{display:flex;flex-direction:column;width:100%;max-width:var(--qa-width,420px);height:var(--qa-height,540px);margin-top:12px;background:var(--qa-bg,#fff);border:1px solid var(--_border);border-radius:var(--qa-radius,12px);box-shadow:0 10px 32px rgba(0,0,0,.18);overflow:hidden}
 :host([floating]) .panel{position:absolute;right:0;bottom:calc(100% + 12px);margin:0;width:min(var(--qa-width,380px),calc(100vw - 2 * var(--qa-offset,16px)));height:min(var(--qa-height,560px),calc(100dvh - 104px))}
-.panel[hidden]{display:none}
-header{display:flex;align-items:center;gap:8px;padding:10px 8px 10px 14px;background:var(--_accent);color:var(--qa-accent-fg,#fff)}
+[hidden]{display:none!important}
+header{display:flex;align-items:center;gap:8px;padding:10px 8px 10px 14px;background:var(--_accent);color:var(--_accent-fg);--_ring:var(--qa-focus-ring-on-accent,var(--_accent-fg))}
 h2{flex:1;min-width:0;margin:0;font-size:1.05em;font-weight:600;overflow-wrap:anywhere}
+h3{margin:4px 0 0;font-size:.86em;font-weight:600;color:var(--_muted)}
 .close{width:32px;height:32px;border:0;border-radius:6px;background:transparent;color:inherit;font-size:22px;line-height:1}
 .close:hover{background:rgba(255,255,255,.18)}
 .log{position:relative;flex:1;display:flex;flex-direction:column;gap:14px;padding:14px;overflow:hidden auto;overscroll-behavior:contain}
-.turn{display:flex;flex-direction:column;gap:8px;min-width:0}
-.q{align-self:flex-end;max-width:88%;margin:0;padding:8px 12px;border-radius:14px 14px 4px 14px;background:var(--_accent);color:var(--qa-accent-fg,#fff);overflow-wrap:anywhere}
-ol{display:grid;gap:8px;margin:0;padding:0;list-style:none}
-li{min-width:0;padding:10px 12px;border:1px solid var(--_border);border-radius:10px;background:var(--qa-card-bg,#f6f8fa)}
+.log:focus-visible{outline-offset:-2px}
+.turn,.greeting{display:flex;flex-direction:column;gap:8px;min-width:0}
+.greeting p{margin:0;color:var(--_muted)}
+.q{align-self:flex-end;max-width:88%;margin:0;padding:8px 12px;border-radius:14px 14px 4px 14px;background:var(--_accent);color:var(--_accent-fg);overflow-wrap:anywhere}
+ol,ul{display:grid;gap:8px;margin:0;padding:0;list-style:none}
+.ex{justify-items:start}
+.ex button{padding:6px 12px;border:1px solid var(--_accent);border-radius:14px;background:transparent;color:var(--_accent);text-align:start;overflow-wrap:anywhere}
+ol>li,.card,.none{min-width:0;padding:10px 12px;border:1px solid var(--_border);border-radius:10px;background:var(--_card)}
+.card{border-left:4px solid var(--_accent)}
+.answer{margin:0 0 6px;font-weight:600;overflow-wrap:anywhere}
+.none{margin:0;font-weight:600}
+summary{color:var(--_accent);overflow-wrap:anywhere}
+details .text{margin-top:6px}
 .text{margin:0 0 6px;overflow-wrap:anywhere}
 mark{padding:0 2px;border-radius:3px;background:var(--qa-mark-bg,#ffe58a);color:inherit}
 .meta{display:flex;flex-wrap:wrap;align-items:baseline;gap:2px 10px;margin:0;font-size:.86em;color:var(--_muted)}
@@ -75,9 +104,9 @@ a{color:var(--_accent);overflow-wrap:anywhere}
 @media (prefers-reduced-motion:reduce){.spinner{animation-duration:3s}}
 form{display:flex;gap:8px;padding:10px;border-top:1px solid var(--_border)}
 input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border-radius:8px;background:var(--qa-input-bg,#fff);color:inherit;font:inherit}
-.send{flex:none;display:grid;place-items:center;width:40px;border:0;border-radius:8px;background:var(--_accent);color:var(--qa-accent-fg,#fff)}
+.send{flex:none;display:grid;place-items:center;width:40px;border:0;border-radius:8px;background:var(--_accent);color:var(--_accent-fg)}
 .send svg{width:18px;height:18px;fill:currentColor}
-:focus-visible{outline:2px solid var(--qa-focus,var(--_accent));outline-offset:2px}
+:focus-visible{outline:2px solid var(--_ring);outline-offset:2px}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}`;
 
   /** createElement with attributes, "text" as textContent and on* as listeners. */
@@ -136,26 +165,55 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
     }
   }
 
+  const CHAT_ICON = "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z";
+  const CLOSE_ICON = "M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z";
+
+  /** The site's example questions: a JSON list of non-empty strings, anything else ignored. */
+  const parseExamples = (raw) => {
+    let list;
+    try {
+      list = JSON.parse(raw || "[]");
+    } catch {
+      return [];
+    }
+    if (!Array.isArray(list)) return [];
+    return list.filter((item) => typeof item === "string" && item.trim() && item.length <= 1000)
+      .map((item) => item.trim()).slice(0, MAX_EXAMPLES);
+  };
+
+  /** Whether the passages hold an answer; a server without `answer` counts any passage as one. */
+  const verdict = (data) => {
+    const answer = data.answer && typeof data.answer === "object" ? data.answer : {};
+    const threshold = Number(answer.threshold);
+    return {
+      found: typeof answer.found === "boolean" ? answer.found : data.passages.length > 0,
+      threshold: Number.isFinite(threshold) ? threshold : -Infinity,
+    };
+  };
+
   class QAChat extends HTMLElement {
     static get observedAttributes() {
-      return ATTRS;
+      return [...ATTRS, "data-examples"];
     }
 
     constructor() {
       super();
       this._controller = null;
+      this._examplesKey = null;
       const root = this.attachShadow({ mode: "open" });
       this._launcher = h("button", {
         type: "button", class: "launcher", part: "launcher",
         "aria-controls": "panel", "aria-expanded": "false", onclick: () => this.toggle(!this.open),
-      }, icon("M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z"));
+      });
       this._heading = h("h2", { id: "heading", part: "title" });
-      this._close = h("button", {
-        type: "button", class: "close", part: "close", text: "\u00d7", onclick: () => this.toggle(false),
-      });
-      this._log = h("div", {
-        class: "log", part: "log", role: "log", "aria-live": "polite", "aria-relevant": "additions",
-      });
+      this._close = h("button", { type: "button", class: "close", part: "close", onclick: () => this.toggle(false) },
+        h("span", { "aria-hidden": "true", text: "\u00d7" }));
+      this._examples = h("ul", { class: "ex", part: "examples" });
+      this._hello = h("p", {});
+      this._greeting = h("div", { class: "greeting", part: "greeting" }, this._hello, this._examples);
+      // Not a live region: the passages are read on demand; _announce says one line per answer.
+      this._log = h("div", { class: "log", part: "log", role: "region", tabindex: "0" }, this._greeting);
+      this._announcer = h("p", { class: "sr", part: "announcer", role: "status" });
       this._label = h("label", { for: "input", class: "sr" });
       this._input = h("input", {
         id: "input", part: "input", type: "text", autocomplete: "off", enterkeyhint: "send",
@@ -168,7 +226,8 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       this._panel = h("section", {
         id: "panel", class: "panel", part: "panel", role: "dialog", "aria-labelledby": "heading",
         hidden: "",
-      }, h("header", { part: "header" }, this._heading, this._close), this._log, this._form);
+      }, h("header", { part: "header" }, this._heading, this._close), this._log, this._announcer,
+      this._form);
       // title="" stops the host's `title` attribute from showing as a tooltip over everything.
       root.append(h("style", { text: CSS }), h("div", { title: "" }, this._launcher, this._panel));
       root.addEventListener("keydown", (event) => {
@@ -209,6 +268,15 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
 
     set timeout(value) {
       this.setAttribute("timeout", String(value));
+    }
+
+    /** Example questions the greeting offers (`examples` or `data-examples`, a JSON list). */
+    get examples() {
+      return parseExamples(this.getAttribute("examples") ?? this.getAttribute("data-examples"));
+    }
+
+    set examples(value) {
+      this.setAttribute("examples", JSON.stringify(value));
     }
 
     get open() {
@@ -253,15 +321,30 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
     /** Write the configuration into the shadow root; the one place that does. */
     update() {
       const s = this.strings;
+      const open = this.open;
       this._heading.textContent = this.heading;
-      this._launcher.setAttribute("aria-label", `${s.open}: ${this.heading}`);
-      this._launcher.setAttribute("aria-expanded", String(this.open));
+      this._launcher.setAttribute("aria-label", `${open ? s.closeChat : s.open}: ${this.heading}`);
+      this._launcher.setAttribute("aria-expanded", String(open));
+      this._launcher.replaceChildren(icon(open ? CLOSE_ICON : CHAT_ICON));
       this._close.setAttribute("aria-label", s.close);
       this._send.setAttribute("aria-label", s.send);
       this._label.textContent = s.question;
-      this._log.setAttribute("aria-label", s.answers);
+      this._log.setAttribute("aria-label", s.log);
       this._input.placeholder = this.placeholder;
-      this._panel.hidden = !this.open;
+      this._hello.textContent = s.greeting;
+      this._examples.setAttribute("aria-label", s.examples);
+      const examples = this.examples;
+      // Rebuilt only when the list changes, so a focused example keeps its focus.
+      if (JSON.stringify(examples) !== this._examplesKey) {
+        this._examplesKey = JSON.stringify(examples);
+        this._examples.replaceChildren(...examples.map((question) => h("li", {},
+          h("button", { type: "button", part: "example", text: question, onclick: () => {
+            this._input.focus();
+            this.ask(question);
+          } }))));
+      }
+      this._examples.hidden = !examples.length;
+      this._panel.hidden = !open;
     }
 
     /** Open or close the panel, moving focus to the input or back to the launcher. */
@@ -284,6 +367,11 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       this.ask(question);
     }
 
+    /** One short line for screen readers, in the status region outside the log. */
+    _announce(text) {
+      this._announcer.textContent = text;
+    }
+
     /** Ask the API and render the answer; a newer question cancels the one in flight. */
     async ask(question) {
       if (this._controller) this._controller.abort();
@@ -294,8 +382,9 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
         h("span", { class: "spinner", part: "spinner", "aria-hidden": "true" }), s.searching);
       const turn = h("div", { class: "turn", part: "turn" },
         h("p", { class: "q", part: "question", text: question }), status);
+      this._greeting.hidden = true;
       this._log.append(turn);
-      this._log.setAttribute("aria-busy", "true");
+      this._announce(s.searching);
       this._scrollTo(turn);
       const endpoint = this.endpoint;
       let timedOut = false;
@@ -321,9 +410,10 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
         const data = await response.json().catch(() => null);
         if (!response.ok) throw new ProblemError(response.status, data);
         if (!data || !Array.isArray(data.passages)) throw new ProblemError(response.status, null);
-        status.replaceWith(this._renderAnswer(data.passages, endpoint));
+        status.replaceWith(...this._renderAnswer(data, endpoint));
         this.dispatchEvent(new CustomEvent("qa-chat:answer", {
-          bubbles: true, composed: true, detail: { question, passages: data.passages },
+          bubbles: true, composed: true,
+          detail: { question, passages: data.passages, answer: data.answer || null },
         }));
       } catch (error) {
         if (controller.signal.aborted && !timedOut) {
@@ -333,50 +423,70 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
         const message = timedOut ? s.timeout
           : error instanceof ProblemError ? `${s.failed} (${error.status}): ${error.message}`
           : error.message;
+        this._announce("");
         status.replaceWith(h("p", { class: "error", part: "error", role: "alert", text: message }));
         this.dispatchEvent(new CustomEvent("qa-chat:error", {
           bubbles: true, composed: true, detail: { question, message },
         }));
       } finally {
         clearTimeout(timer);
-        if (this._controller === controller) {
-          this._controller = null;
-          this._log.removeAttribute("aria-busy");
-        }
+        if (this._controller === controller) this._controller = null;
         this._scrollTo(turn);
       }
     }
 
-    _renderAnswer(passages, endpoint) {
-      if (!passages.length) return h("p", { class: "status", part: "status", text: this.strings.none });
-      const list = h("ol", { part: "answers", "aria-label": this.strings.answers });
-      for (const passage of passages) list.append(this._renderPassage(passage, endpoint));
-      return list;
+    /** Answer first: the top passage's sentence, then the rest; or a plain "not found". */
+    _renderAnswer(data, endpoint) {
+      const s = this.strings;
+      const passages = data.passages;
+      const { found, threshold } = verdict(data);
+      const items = passages.map((passage, i) => this._renderPassage(passage, endpoint, i + 1,
+        found && (i === 0 || !(Number(passage.confidence) < threshold))));
+      if (!found || !passages.length) {
+        this._announce(passages.length ? fill(s.notFound, { n: passages.length }) : s.noAnswer);
+        const none = h("p", { class: "none", part: "no-answer", text: s.noAnswer });
+        if (!passages.length) return [none];
+        const list = h("ol", { part: "answers", "aria-label": s.relatedList },
+          ...items.map((item) => h("li", { part: "passage" }, item.body, item.meta)));
+        return [none, h("details", { part: "related" },
+          h("summary", { part: "toggle", text: fill(s.related, { n: passages.length }) }), list)];
+      }
+      const [top, ...rest] = items;
+      this._announce(fill(s.found, { t: top.title.slice(0, 80) }));
+      const card = h("div", { class: "card", part: "passage answer-card" },
+        h("p", { class: "answer", part: "answer", text: top.answer }), top.meta,
+        h("details", { part: "context" }, h("summary", { part: "toggle", text: s.context }), top.body));
+      if (!rest.length) return [card];
+      const list = h("ol", { part: "answers", "aria-label": s.more }, ...rest.map((item) => (
+        item.confident ? h("li", { part: "passage" }, item.body, item.meta)
+          : h("li", { part: "passage" }, h("details", {},
+            h("summary", { part: "toggle", text: item.title }), item.body, item.meta)))));
+      return [card, h("h3", { part: "more", text: s.more }), list];
     }
 
-    /** One passage: context, the answer sentence marked, then title, date and citation link. */
-    _renderPassage(passage, endpoint) {
+    /** One passage: context (its sentence marked when `confident`), title, date and link. */
+    _renderPassage(passage, endpoint, n, confident) {
       const s = this.strings;
       const citation = passage.citation || {};
       const text = codePoints(passage.text);
       const start = Number(citation.start) || 0;
-      const highlight = passage.highlight;
+      const highlight = confident ? passage.highlight : null;
       const body = h("p", { class: "text", part: "text" });
+      let answer = clipEnd(text.join(""));
       if (highlight && highlight.start >= start && highlight.end > highlight.start
           && highlight.end - start <= text.length) {
         const a = highlight.start - start;
         const b = highlight.end - start;
+        answer = text.slice(a, b).join("");
         body.append(clipStart(text.slice(0, a).join("")),
-          h("mark", { part: "highlight", text: text.slice(a, b).join("") }),
-          clipEnd(text.slice(b).join("")));
+          h("mark", { part: "highlight", text: answer }), clipEnd(text.slice(b).join("")));
       } else {
-        body.append(clipEnd(text.join("")));
+        body.append(answer);
       }
       const title = String(citation.title || citation.document_id || "");
       const meta = h("p", { class: "meta", part: "meta" }, h("strong", { text: title }));
-      if (citation.date) {
-        meta.append(h("time", { datetime: String(citation.date), text: this._date(citation.date) }));
-      }
+      const date = citation.date ? this._date(citation.date) : "";
+      if (date) meta.append(h("time", { datetime: String(citation.date), text: date }));
       const source = httpUrl(`${endpoint}/source/${String(citation.document_id || "")
         .split("/").map(encodeURIComponent).join("/")}`);
       if (source) {
@@ -386,12 +496,14 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
           source.searchParams.set("highlight_start", String(highlight.start));
           source.searchParams.set("highlight_end", String(highlight.end));
         }
+        // Each link names its passage: "View source, passage 2: Title, 15 May 2025".
         meta.append(h("a", {
           part: "citation", href: source.href, target: "_blank", rel: "noopener",
-          "aria-label": `${s.source}: ${title}`, text: s.source,
+          "aria-label": `${s.source}, ${s.passage} ${n}: ${[title, date].filter(Boolean).join(", ")}`,
+          text: s.source,
         }));
       }
-      return h("li", { part: "passage" }, body, meta);
+      return { body, meta, title, answer, confident };
     }
 
     _date(value) {

@@ -73,17 +73,18 @@ class HostSite:
         self.server.server_close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def host_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSite]:
     site = HostSite(tmp_path_factory.mktemp("host"))
     yield site
     site.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def api(host_site: HostSite, embedder: Embedder, tmp_path_factory: pytest.TempPathFactory
         ) -> Iterator[str]:
-    """The live API over the seeds and MARKUP_DOCUMENT, answering the host site's origin."""
+    """The live API over the seeds and MARKUP_DOCUMENT, answering the host site's origin; one for
+    the whole session, since no browser test writes to it."""
     root = tmp_path_factory.mktemp("api")
     settings = Settings(index_dir=root / "index", cors_origins=[host_site.origin],
                         max_question_chars=300)
