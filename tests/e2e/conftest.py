@@ -73,6 +73,46 @@ class HostSite:
         self.server.server_close()
 
 
+QUESTION = "who led the Russian delegation?"
+# Host-page CSS that would wreck the widget if it leaked into the shadow root.
+HOSTILE_CSS = ("<style>button{display:none} p{color:red;font-size:40px} "
+               "ol,li{display:inline} input{width:5px}</style>")
+
+
+def embed(host_site: HostSite, api: str, name: str, **data: str) -> str:
+    """A host page with the one-tag embed; extra data-* attributes from keywords."""
+    extra = "".join(f' data-{key}="{value}"' for key, value in data.items())
+    return host_site.page(
+        name,
+        f"<main><h1>A site about something else</h1><p>Some host content.</p></main>"
+        f'<script src="{api}/widget.js" data-endpoint="{api}"{extra} defer></script>',
+        head=HOSTILE_CSS,
+    )
+
+
+def inline(host_site: HostSite, api: str, name: str, attributes: str) -> str:
+    """A host page with <qa-chat> placed inline."""
+    return host_site.page(
+        name,
+        f'<script src="{api}/widget.js" defer></script>'
+        f"<main><qa-chat {attributes}></qa-chat></main>",
+    )
+
+
+def ask(page: Page, question: str) -> None:
+    chat_input = page.locator("qa-chat input[part=input]")
+    chat_input.fill(question)
+    chat_input.press("Enter")
+
+
+def shadow_active_part(page: Page) -> str | None:
+    return page.evaluate(
+        "() => { const el = document.querySelector('qa-chat');"
+        " return document.activeElement === el && el.shadowRoot.activeElement"
+        " ? el.shadowRoot.activeElement.getAttribute('part') : null; }"
+    )
+
+
 @pytest.fixture(scope="session")
 def host_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSite]:
     site = HostSite(tmp_path_factory.mktemp("host"))

@@ -11,48 +11,18 @@ import pytest
 from conftest import free_port
 from playwright.sync_api import Page, expect
 
-from .conftest import MARKUP_DOCUMENT, MARKUP_QUESTION, HostSite
+from .conftest import (
+    MARKUP_DOCUMENT,
+    MARKUP_QUESTION,
+    QUESTION,
+    HostSite,
+    ask,
+    embed,
+    inline,
+    shadow_active_part,
+)
 
 pytestmark = pytest.mark.slow
-
-QUESTION = "who led the Russian delegation?"
-# Host-page CSS that would wreck the widget if it leaked into the shadow root.
-HOSTILE_CSS = ("<style>button{display:none} p{color:red;font-size:40px} "
-               "ol,li{display:inline} input{width:5px}</style>")
-
-
-def embed(host_site: HostSite, api: str, name: str, **data: str) -> str:
-    """A host page with the one-tag embed; extra data-* attributes from keywords."""
-    extra = "".join(f' data-{key}="{value}"' for key, value in data.items())
-    return host_site.page(
-        name,
-        f"<h1>A site about something else</h1><p>Some host content.</p>"
-        f'<script src="{api}/widget.js" data-endpoint="{api}"{extra} defer></script>',
-        head=HOSTILE_CSS,
-    )
-
-
-def inline(host_site: HostSite, api: str, name: str, attributes: str) -> str:
-    """A host page with <qa-chat> placed inline."""
-    return host_site.page(
-        name,
-        f'<script src="{api}/widget.js" defer></script>'
-        f"<main><qa-chat {attributes}></qa-chat></main>",
-    )
-
-
-def ask(page: Page, question: str) -> None:
-    chat_input = page.locator("qa-chat input[part=input]")
-    chat_input.fill(question)
-    chat_input.press("Enter")
-
-
-def shadow_active_part(page: Page) -> str | None:
-    return page.evaluate(
-        "() => { const el = document.querySelector('qa-chat');"
-        " return document.activeElement === el && el.shadowRoot.activeElement"
-        " ? el.shadowRoot.activeElement.getAttribute('part') : null; }"
-    )
 
 
 def test_script_tag_answers_across_origins_and_citation_shows_highlighted_span(
@@ -247,3 +217,97 @@ def test_lang_attribute_translates_the_controls(
     page.goto(inline(host_site, api, "fr.html", f'endpoint="{api}" lang="fr" open'))
     expect(page.get_by_role("button", name="Envoyer")).to_be_visible()
     expect(page.get_by_role("textbox", name="Votre question")).to_be_visible()
+
+
+def answer_event(page: Page) -> None:
+    """Keep the detail of the next `qa-chat:answer` event in window.answered."""
+    page.evaluate("() => document.addEventListener('qa-chat:answer',"
+                  " (event) => { window.answered = event.detail; }, { once: true })")
+
+
+def test_found_answer_comes_first_with_its_source_and_its_passage_expandable(
+    page: Page, host_site: HostSite, api: str
+) -> None:
+    page.goto(inline(host_site, api, "found.html", f'endpoint="{api}" open'))
+    ask(page, QUESTION)
+    card = page.locator("qa-chat [part~=answer-card]")
+    expect(card.locator("[part=answer]")).to_contain_text("Medinsky", timeout=30_000)
+    # The bubble comes straight after the question, before any other passage.
+    assert page.locator("qa-chat [part=turn] > :nth-child(2)").get_attribute("part") == \
+        "passage answer-card"
+    expect(card.locator("[part=meta]")).to_contain_text("Istanbul peace talks")
+    expect(card.locator("time")).to_have_attribute("datetime", "2025-05-15")
+    expect(card.locator("a[part=citation]")).to_have_text("View source")
+    expect(page.locator("qa-chat [part=no-answer]")).to_have_count(0)
+
+    context = card.locator("[part=text]")
+    expect(context).to_be_hidden()
+    card.locator("summary[part=toggle]").click()
+    expect(context).to_be_visible()
+    expect(context.locator("mark[part=highlight]")).to_contain_text("Medinsky")
+    expect(page.locator("qa-chat h3[part=more]")).to_have_text("More passages")
+
+
+def test_question_the_documents_cannot_answer_says_so_and_shows_no_answer(
+    page: Page, host_site: HostSite, api: str
+) -> None:
+    # Waits on the backend's `answer` field: without it, any passage counts as found.
+    page.goto(inline(host_site, api, "not-found.html", f'endpoint="{api}" open'))
+    ask(page, "what is the boiling point of tungsten?")
+    expect(page.locator("qa-chat [part=no-answer]")).to_have_text(
+        "I couldn\u2019t find this in these documents.", timeout=30_000)
+    expect(page.locator("qa-chat [part=answer]")).to_have_count(0)
+    expect(page.locator("qa-chat mark")).to_have_count(0)
+    expect(page.get_by_role("status")).to_contain_text("No answer found in these documents")
+    # The closest passages wait behind a toggle.
+    passages = page.locator("qa-chat [part~=passage]")
+    expect(passages.first).to_be_hidden()
+    page.locator("qa-chat [part=related] > summary").click()
+    expect(passages.first).to_be_visible()
+
+
+def test_more_passages_under_the_threshold_are_collapsed(
+    page: Page, host_site: HostSite, api: str
+) -> None:
+    # Waits on the backend's `answer` field (its threshold).
+    page.goto(inline(host_site, api, "threshold.html", f'endpoint="{api}" k="8" open'))
+    answer_event(page)
+    ask(page, QUESTION)
+    expect(page.locator("qa-chat [part=answer]")).to_be_visible(timeout=30_000)
+    detail = page.evaluate("() => window.answered")
+    assert detail["answer"] is not None, "the server sent no `answer`"
+    threshold = detail["answer"]["threshold"]
+    rest = page.locator("qa-chat ol[part=answers] > li")
+    assert rest.count() == len(detail["passages"]) - 1
+    for i, passage in enumerate(detail["passages"][1:]):
+        collapsed = rest.nth(i).locator(":scope > details").count() == 1
+        assert collapsed == (passage["confidence"] < threshold), (i, passage["confidence"])
+
+
+def test_greeting_offers_the_sites_examples_and_asking_one_answers_it(
+    page: Page, host_site: HostSite, api: str
+) -> None:
+    # Only non-empty strings count: the number and the blank are dropped.
+    examples = f'["{QUESTION}", 3, "  ", "Who hosted the talks?"]'
+    page.goto(inline(host_site, api, "examples.html", f"endpoint=\"{api}\" open "
+                     f"data-examples='{examples}'"))
+    greeting = page.locator("qa-chat [part=greeting]")
+    expect(greeting).to_contain_text("Ask a question about these documents.")
+    buttons = page.locator("qa-chat button[part=example]")
+    expect(buttons).to_have_text([QUESTION, "Who hosted the talks?"])
+    buttons.first.click()
+    expect(page.locator("qa-chat [part=question]")).to_have_text(QUESTION)
+    expect(page.locator("qa-chat [part=answer]")).to_contain_text("Medinsky", timeout=30_000)
+    expect(greeting).to_be_hidden()
+    assert shadow_active_part(page) == "input"
+
+
+def test_examples_that_are_not_a_json_list_are_ignored(
+    page: Page, host_site: HostSite, api: str
+) -> None:
+    page.goto(inline(host_site, api, "bad-examples.html",
+                     f'endpoint="{api}" open examples="{{not json"'))
+    expect(page.locator("qa-chat [part=greeting]")).to_be_visible()
+    expect(page.locator("qa-chat button[part=example]")).to_have_count(0)
+    page.locator("qa-chat").evaluate("(el) => { el.examples = ['Who hosted the talks?']; }")
+    expect(page.locator("qa-chat button[part=example]")).to_have_text(["Who hosted the talks?"])
