@@ -32,6 +32,7 @@ run: index
 	$(BIN)/qa serve --host 127.0.0.1 --port 8000 --index $(INDEX)
 
 test: index
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -50,6 +51,7 @@ bench: install
 lint: install
 	$(BIN)/ruff check qa tests bench
 	$(BIN)/mypy qa
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) $(INDEX)/*.sqlite3* $(INDEX)/*.faiss $(INDEX)/manifest.json $(INDEX)/.seeds-indexed

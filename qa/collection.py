@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +25,7 @@ from qa.embedding import Embedder, model_name
 from qa.errors import DocumentNotFound, IndexMismatch, IndexNotFound
 from qa.settings import Settings
 from qa.store import SCHEMA_VERSION, Store
-from qa.types import Chunk, Document
+from qa.types import Chunk, ChunkRow, Document, DocumentRow
 from qa.vectors import VectorIndex
 
 MANIFEST = "manifest.json"
@@ -51,12 +52,36 @@ class Manifest:
 
 @dataclass
 class WriteReport:
-    """What one write changed; `skipped` lists documents whose content was unchanged."""
+    """What one write changed; `skipped` lists documents whose content was unchanged.
+    `replaced` includes documents whose metadata or source alone changed (nothing embedded)."""
 
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     embedded: int = 0  # chunks embedded (every chunk written is embedded first)
+
+
+Change = Literal["added", "replaced", "details", "unchanged"]
+StoredState = tuple[str, dict[str, Any], str | None]  # content hash, metadata, source
+
+
+def change_of(document: Document, stored: StoredState | None, *, force: bool = False) -> Change:
+    """What writing `document` over its stored version changes: everything (`added`,
+    `replaced`), only what is not embedded (`details`: metadata or source), or nothing.
+
+    The content hash covers what is chunked and embedded (text, title, date, url); metadata
+    and source are kept beside it, so a change to them alone is stored without re-embedding.
+    """
+    if stored is None:
+        return "added"
+    content_hash, metadata, source = stored
+    if force or content_hash != document.content_hash:
+        return "replaced"
+    # Compared as JSON, as stored: a tuple read back is a list, a key is a string.
+    given = json.loads(json.dumps(dict(document.metadata), ensure_ascii=False))
+    if given != metadata or source != document.source:
+        return "details"
+    return "unchanged"
 
 
 class Collection:
@@ -184,34 +209,61 @@ class Collection:
     def chunk(self, document: Document) -> list[Chunk]:
         return split_document(document, self.manifest.chunk_tokens, self.manifest.chunk_overlap)
 
+    def needs_embedding(self, documents: Sequence[Document], *, force: bool = False
+                        ) -> list[Document]:
+        """Those of `documents` that `add` would chunk and embed (new or changed content)."""
+        states = self.store.document_states([d.id for d in documents])
+        latest = {d.id: d for d in documents}
+        return [d for d in latest.values()
+                if change_of(d, states.get(d.id), force=force) in ("added", "replaced")]
+
     def add(self, documents: Sequence[Document], *, force: bool = False,
-            progress: bool | None = None) -> WriteReport:
-        """Add or replace documents in one transaction; unchanged ones cost nothing."""
+            progress: bool | None = None,
+            vectors: Mapping[str, npt.NDArray[np.float32]] | None = None) -> WriteReport:
+        """Add or replace documents in one transaction; see `change_of` for what each costs.
+
+        `vectors` gives documents' chunk vectors computed elsewhere (Ray), by document id, in
+        the order `chunk` makes them; the rest are embedded here. A document id given twice
+        is written once, as its last occurrence.
+        """
+        latest = {d.id: d for d in documents}
+        states = self.store.document_states(list(latest))
         report = WriteReport()
-        known = self.store.content_hashes()
         todo: list[tuple[Document, list[Chunk]]] = []
-        for document in documents:
-            if not force and known.get(document.id) == document.content_hash:
+        details: list[Document] = []
+        for document in latest.values():
+            change = change_of(document, states.get(document.id), force=force)
+            if change == "unchanged":
                 report.skipped.append(document.id)
                 continue
-            todo.append((document, self.chunk(document)))
-            (report.replaced if document.id in known else report.added).append(document.id)
-        if not todo:
-            return report
-        texts = [c.text for _, chunks in todo for c in chunks]
-        vectors = self.embedder.embed(texts, progress=progress)
+            (report.added if change == "added" else report.replaced).append(document.id)
+            if change == "details":
+                details.append(document)
+            else:
+                todo.append((document, self.chunk(document)))
+        given = vectors or {}
+        texts = [c.text for document, chunks in todo if document.id not in given
+                 for c in chunks]
+        fresh = self.embedder.embed(texts, progress=progress) if texts else None
         report.embedded = len(texts)
         items, offset = [], 0
         for document, chunks in todo:
-            items.append((document, chunks, vectors[offset : offset + len(chunks)]))
-            offset += len(chunks)
-        self.write_embedded(items)
+            if document.id in given:
+                items.append((document, chunks, given[document.id]))
+            else:
+                assert fresh is not None
+                items.append((document, chunks, fresh[offset : offset + len(chunks)]))
+                offset += len(chunks)
+        if items or details:
+            self.write_embedded(items, details)
         return report
 
     def write_embedded(
-        self, items: Sequence[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]]
+        self, items: Sequence[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]],
+        details: Sequence[Document] = (),
     ) -> None:
-        """Commit documents whose chunks were embedded already (here or on another machine)."""
+        """Commit documents whose chunks were embedded already, as given: no change detection
+        (`add` decides; benchmarks load prepared corpora through here). One transaction."""
         for _, chunks, vectors in items:
             if vectors is not None and vectors.shape != (len(chunks), self.manifest.dimension):
                 raise IndexMismatch(
@@ -219,7 +271,7 @@ class Collection:
                     f"({len(chunks)}, {self.manifest.dimension})"
                 )
         with self._lock:
-            added, removed = self.store.replace_documents(items)
+            added, removed = self.store.replace_documents(items, details)
             self._vectors.remove(np.asarray(removed, dtype=np.int64))
             pending = [(cid, v) for cid, v in zip(added, _rows(items), strict=True)
                        if v is not None]
@@ -241,6 +293,34 @@ class Collection:
             self._vectors.remove(np.asarray(removed, dtype=np.int64))
             self._dirty = True  # `_seen_version` left alone, as in `write_embedded`
         return len(removed)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def get_document(self, document_id: str, *, with_text: bool = True) -> DocumentRow:
+        return self.store.get_document(document_id, with_text=with_text)
+
+    def list_documents(self, offset: int, limit: int) -> tuple[list[DocumentRow], int]:
+        return self.store.list_documents(offset, limit)
+
+    def counts(self) -> tuple[int, int]:
+        """(documents, chunks)."""
+        return self.store.counts()
+
+    def sources(self) -> dict[str, str]:
+        """Document id → the path it was loaded from, for those loaded from files."""
+        return self.store.sources()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one committed version of every document (see Store.snapshot)."""
+        with self.store.snapshot():
+            yield
+
+    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
+        return self.store.chunk_rows(ids)
+
+    def text_span(self, document_id: str, start: int, end: int) -> str:
+        return self.store.text_span(document_id, start, end)
 
     # -- search ------------------------------------------------------------------------------
 

@@ -2,10 +2,12 @@
 
 Only the embedding is distributed: it is the one stage that costs (≈ 30 chunks/s per core
 with MiniLM), while loading and chunking are cheap and must stay identical to the
-single-process path. Chunks are made by the same `Collection.chunk`, embedded by actors that
-each load the same `Embedder` once, put back in their original order by row number, and
-committed through `Collection.write_embedded` in the same groups and order as `index_paths`,
-so the chunk ids SQLite assigns are the ones a single process would have assigned.
+single-process path. Documents are loaded by the same `load_documents`; those whose content
+changed (`Collection.needs_embedding`) are chunked by the same `Collection.chunk`, embedded by
+actors that each load the same `Embedder` once, put back in their original order by row
+number, and committed through `Collection.add` in the same `commit_groups` and order as
+`index_paths`, so the chunk ids SQLite assigns are the ones a single process would have
+assigned.
 
 Without an address Ray starts locally with small resources; with one (`auto`,
 `ray://head:10001`, `head:6379`) it joins that cluster. The workers need this package and the
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,8 @@ import numpy.typing as npt
 
 from qa.collection import Collection
 from qa.errors import QAError
-from qa.indexing import GROUP_CHUNKS, IndexSummary, index_paths, load_or_record
-from qa.loaders import iter_files
+from qa.indexing import IndexSummary, commit_groups, load_documents, prune_missing
 from qa.settings import Settings
-from qa.types import Chunk, Document
 
 # What a local Ray may take on a shared machine: the driver keeps working beside it.
 LOCAL_RESOURCES: dict[str, Any] = {
@@ -121,13 +121,14 @@ def index_paths_on_ray(collection: Collection, paths: list[Path], settings: Sett
     """`index_paths`, with the embedding done by Ray Data; same chunks, same ids, same summary."""
     started = time.perf_counter()
     summary = IndexSummary()
-    documents = _changed_documents(collection, paths, force, summary)
-    todo = [(document, collection.chunk(document)) for document in documents]
+    documents = list(load_documents(paths, summary))
+    todo = [(d, collection.chunk(d)) for d in collection.needs_embedding(documents, force=force)]
     texts = [c.text for _, chunks in todo for c in chunks]
+    vectors: dict[str, npt.NDArray[np.float32]] = {}
     if texts:
         started_here = start_ray(address)
         try:
-            vectors = embed_texts_on_ray(
+            rows = embed_texts_on_ray(
                 texts, model=settings.model, device=settings.device,
                 batch_size=settings.batch_size, dimension=collection.manifest.dimension,
             )
@@ -136,55 +137,17 @@ def index_paths_on_ray(collection: Collection, paths: list[Path], settings: Sett
                 import ray
 
                 ray.shutdown()
-        known = collection.store.content_hashes()
         offset = 0
-        for group in _groups(todo):
-            items = []
-            for document, chunks in group:
-                items.append((document, chunks, vectors[offset : offset + len(chunks)]))
-                offset += len(chunks)
-                if document.id in known:
-                    summary.replaced += 1
-                else:
-                    summary.added += 1
-            collection.write_embedded(items)
-            if on_commit:
-                on_commit([document.id for document, _ in group])
-        summary.chunks = summary.embedded = len(texts)
+        for document, chunks in todo:
+            vectors[document.id] = rows[offset : offset + len(chunks)]
+            offset += len(chunks)
+    for group in commit_groups(documents):
+        summary.record(collection.add(group, force=force, progress=False, vectors=vectors))
+        if on_commit:
+            on_commit([d.id for d in group])
+    summary.embedded = len(texts)
     if prune:
-        # Everything is committed now, so this pass only prunes (unchanged files cost a hash).
-        summary.pruned = index_paths(collection, paths, prune=True, progress=False).pruned
+        summary.pruned = prune_missing(collection, paths, {d.id for d in documents})
     collection.save_snapshot()
     summary.seconds = time.perf_counter() - started
     return summary
-
-
-def _changed_documents(collection: Collection, paths: list[Path], force: bool,
-                       summary: IndexSummary) -> list[Document]:
-    """Load every file, recording failures and skipping unchanged content, as `index_paths`."""
-    known = collection.store.content_hashes()
-    changed: list[Document] = []
-    for path in iter_files(paths):
-        document = load_or_record(path, summary)
-        if document is None:
-            continue
-        if not force and known.get(document.id) == document.content_hash:
-            summary.unchanged += 1
-            continue
-        changed.append(document)
-    return changed
-
-
-def _groups(todo: list[tuple[Document, list[Chunk]]]
-            ) -> Iterator[list[tuple[Document, list[Chunk]]]]:
-    """The commit groups `index_paths` makes, so both paths commit in the same transactions."""
-    group: list[tuple[Document, list[Chunk]]] = []
-    estimate = 0
-    for document, chunks in todo:
-        group.append((document, chunks))
-        estimate += max(1, len(document.text) // 800)
-        if estimate >= GROUP_CHUNKS:
-            yield group
-            group, estimate = [], 0
-    if group:
-        yield group

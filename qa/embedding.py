@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import OrderedDict
 from pathlib import Path
@@ -36,9 +35,6 @@ class Embedder:
         self, model: str | None = None, *, device: str = "cpu", batch_size: int = 32,
         query_cache_size: int = 1024,
     ) -> None:
-        # Weights come from disk only: never let a hub lookup happen at run time.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -49,7 +45,8 @@ class Embedder:
             raise InvalidInput(f"model directory {path} does not exist")
         self.name = model_name(model)
         self.batch_size = batch_size
-        self._model = SentenceTransformer(str(path), device=device)
+        # Weights come from disk only: `local_files_only` forbids any hub lookup at run time.
+        self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         dim = self._model.get_embedding_dimension() if hasattr(
             self._model, "get_embedding_dimension"
         ) else self._model.get_sentence_embedding_dimension()
@@ -104,3 +101,8 @@ class Embedder:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return vector
+
+    def clear_query_cache(self) -> None:
+        """Forget every cached query vector, so the next questions are embedded again (timed)."""
+        with self._lock:
+            self._cache.clear()

@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import InvalidInput, UnsupportedFile
-from qa.loaders import Parsed
-from qa.types import Section
+from qa.types import Parsed, Section
 
 if TYPE_CHECKING:
     from docx.document import Document as DocxDocument

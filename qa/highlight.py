@@ -13,24 +13,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from qa.chunking import split_sentences
-from qa.store import STOPWORDS, snowball
+from qa.text import STOPWORDS, WORD, split_words, stem, terms
 from qa.types import Highlight
-
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@lru_cache(maxsize=65536)
-def stem(word: str) -> str:
-    """Snowball (Porter 2) English stem, so "negotiations" meets "negotiated"."""
-    return snowball("english").stemWord(word)  # type: ignore[no-any-return]
-
-
-def terms(text: str) -> list[str]:
-    """Content words of `text`, lower-cased and stemmed; stopwords dropped."""
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
 
 
 @dataclass(frozen=True)
@@ -72,7 +58,7 @@ def _has_answer_type(pattern: re.Pattern[str], sentence: str, asked: set[str],
     """Does the sentence hold something of the asked-for type, near the question's words
     (`wanted`, stemmed), that the question (`asked`, its words) does not already say? (The
     classic answer-type check of TREC QA.)"""
-    anchors = [m.start() for m in _WORD.finditer(sentence)
+    anchors = [m.start() for m in WORD.finditer(sentence)
                if m.group(0).lower() not in STOPWORDS and stem(m.group(0).lower()) in wanted]
     return any(
         m.group(0).lower() not in asked
@@ -114,7 +100,7 @@ def match_sentences(question: str, passages: Sequence[str],
     total = sum(idf.values()) or 1.0
     matches: list[SentenceMatch | None] = []
     kind = answer_type(question)
-    asked_words = set(_WORD.findall(question.lower()))
+    asked_words = set(split_words(question))
     doubled = {a for a, b in asked_pairs if a == b}  # "bora bora": a pair of one word
     bonus = ANSWER_TYPE_BONUS * total
     for text, spans, passage, passage_words in zip(passages, sentences, bags, words,

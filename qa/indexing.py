@@ -1,14 +1,20 @@
-"""Folders and files → committed documents, in batches, reporting per-file errors."""
+"""Folders and files → committed documents, in groups, reporting per-file errors.
+
+Shared by single-process and Ray ingestion (`qa.distributed`): both load with `load_documents`
+and commit in the groups `commit_groups` makes, in the same order, so SQLite assigns the same
+chunk ids either way. What a document costs (nothing, a metadata update, or embedding) is
+decided by `Collection.add`.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qa.collection import Collection
+from qa.collection import Collection, WriteReport
 from qa.errors import DocumentNotFound, QAError
 from qa.loaders import iter_files, load_file
 from qa.types import Document
@@ -16,6 +22,8 @@ from qa.types import Document
 # Documents are committed in groups: big enough to batch the encoder well, small enough that a
 # crash loses little work (each group is one transaction).
 GROUP_CHUNKS = 256
+# A group's size is estimated before chunking, from the text length: ~800 characters a chunk.
+CHARS_PER_CHUNK = 800
 
 
 @dataclass
@@ -24,14 +32,19 @@ class IndexSummary:
     replaced: int = 0
     unchanged: int = 0
     pruned: int = 0
-    chunks: int = 0
-    embedded: int = 0
+    embedded: int = 0  # chunks embedded
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def files(self) -> int:
         return self.added + self.replaced + self.unchanged + len(self.errors)
+
+    def record(self, report: WriteReport) -> None:
+        self.added += len(report.added)
+        self.replaced += len(report.replaced)
+        self.unchanged += len(report.skipped)
+        self.embedded += report.embedded
 
 
 def load_or_record(path: Path, summary: IndexSummary) -> Document | None:
@@ -45,6 +58,34 @@ def load_or_record(path: Path, summary: IndexSummary) -> Document | None:
     except OSError as exc:
         summary.errors.append((str(path), f"{path}: {exc.strerror or exc}"))
     return None
+
+
+def load_documents(paths: list[Path], summary: IndexSummary, *,
+                   progress: bool = False) -> Iterator[Document]:
+    """Every supported file under `paths` as a Document; failures go to `summary.errors`."""
+    from tqdm import tqdm
+
+    files = list(iter_files(paths))
+    with tqdm(total=len(files), unit="file", disable=not progress, desc="indexing") as bar:
+        for path in files:
+            bar.update(1)
+            document = load_or_record(path, summary)
+            if document is not None:
+                yield document
+
+
+def commit_groups(documents: Iterable[Document]) -> Iterator[list[Document]]:
+    """Consecutive documents of about GROUP_CHUNKS chunks together: one transaction each."""
+    group: list[Document] = []
+    estimate = 0
+    for document in documents:
+        group.append(document)
+        estimate += max(1, len(document.text) // CHARS_PER_CHUNK)
+        if estimate >= GROUP_CHUNKS:
+            yield group
+            group, estimate = [], 0
+    if group:
+        yield group
 
 
 def index_paths(
@@ -61,54 +102,36 @@ def index_paths(
     summary = IndexSummary()
     if progress is None:
         progress = sys.stderr.isatty()
-    files = list(iter_files(paths))
-    known = collection.store.content_hashes()
-    group: list[Document] = []
-    group_chunks = 0
     seen: set[str] = set()
 
-    def flush() -> None:
-        nonlocal group, group_chunks
-        if group:
-            report = collection.add(group, force=force, progress=False)
-            summary.added += len(report.added)
-            summary.replaced += len(report.replaced)
-            summary.unchanged += len(report.skipped)
-            summary.chunks += report.embedded
-            summary.embedded += report.embedded
-            if on_commit:
-                on_commit([d.id for d in group])
-        group, group_chunks = [], 0
-
-    from tqdm import tqdm
-
-    with tqdm(total=len(files), unit="file", disable=not progress, desc="indexing") as bar:
-        for path in files:
-            bar.update(1)
-            document = load_or_record(path, summary)
-            if document is None:
-                continue
+    def remembered(documents: Iterable[Document]) -> Iterator[Document]:
+        for document in documents:
             seen.add(document.id)
-            if not force and known.get(document.id) == document.content_hash:
-                summary.unchanged += 1  # unchanged content: no chunking, no embedding
-                continue
-            group.append(document)
-            group_chunks += max(1, len(document.text) // 800)
-            if group_chunks >= GROUP_CHUNKS:
-                flush()
-        flush()
+            yield document
+
+    for group in commit_groups(remembered(load_documents(paths, summary, progress=progress))):
+        summary.record(collection.add(group, force=force, progress=False))
+        if on_commit:
+            on_commit([d.id for d in group])
     if prune:
-        roots = [p.resolve() for p in paths]
-        for doc_id, source in collection.store.sources().items():
-            if doc_id in seen:
-                continue
-            src = Path(source).resolve()
-            if any(src == r or r in src.parents for r in roots) and not src.exists():
-                try:
-                    collection.delete(doc_id)
-                    summary.pruned += 1
-                except DocumentNotFound:
-                    pass
+        summary.pruned = prune_missing(collection, paths, seen)
     collection.save_snapshot()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def prune_missing(collection: Collection, paths: list[Path], seen: set[str]) -> int:
+    """Delete documents loaded from under `paths` whose file is gone; returns how many."""
+    roots = [p.resolve() for p in paths]
+    pruned = 0
+    for doc_id, source in collection.sources().items():
+        if doc_id in seen:
+            continue
+        src = Path(source).resolve()
+        if any(src == r or r in src.parents for r in roots) and not src.exists():
+            try:
+                collection.delete(doc_id)
+                pruned += 1
+            except DocumentNotFound:
+                pass
+    return pruned

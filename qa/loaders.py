@@ -1,22 +1,25 @@
 """Files → `Document`: decoding, front matter, the `date YYYY-MM-DD` prefix, titles and ids.
 
 Each supported suffix maps to one parser in `PARSERS`; new formats register there. Text and
-Markdown are parsed here; HTML, PDF and DOCX in `qa.formats`.
+Markdown are parsed here; HTML, PDF and DOCX in `qa.formats` (which imports its heavy libraries
+inside each parser, so importing it here costs nothing). `load_file` (a path) and `load_bytes`
+(an upload) apply the same rules.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
 
-from qa.errors import InvalidInput, UnsupportedFile
-from qa.types import Document, Section
+from qa.errors import InvalidInput, QAError, UnsupportedFile
+from qa.formats import parse_docx, parse_html, parse_pdf
+from qa.types import Document, Parsed, Section
 
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
@@ -25,16 +28,6 @@ _FRONT_MATTER = re.compile(
 )
 _DATE_PREFIX = re.compile(r"\A\s*date[ \t:]+(\d{4}-\d{2}-\d{2})\b[ \t]*", re.I)
 _ATX_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
-
-
-@dataclass(frozen=True)
-class Parsed:
-    """What a format parser extracts before the common metadata rules apply."""
-
-    text: str
-    metadata: Mapping[str, Any]
-    sections: tuple[Section, ...] = ()
-    title: str | None = None
 
 
 def decode_text(data: bytes, name: str) -> str:
@@ -106,33 +99,71 @@ def parse_markdown(data: bytes, name: str) -> Parsed:
 
 Parser = Callable[[bytes, str], Parsed]
 
-
-def _from_formats(parser_name: str) -> Parser:
-    """HTML/PDF/DOCX parsers live in `qa.formats` (which imports this module): load on use."""
-
-    def parse(data: bytes, name: str) -> Parsed:
-        from qa import formats
-
-        parser: Parser = getattr(formats, parser_name)
-        return parser(data, name)
-
-    parse.__name__ = parser_name
-    return parse
-
-
 PARSERS: dict[str, Parser] = {
     ".txt": parse_plain,
     ".md": parse_markdown,
     ".markdown": parse_markdown,
-    ".html": _from_formats("parse_html"),
-    ".htm": _from_formats("parse_html"),
-    ".pdf": _from_formats("parse_pdf"),
-    ".docx": _from_formats("parse_docx"),
+    ".html": parse_html,
+    ".htm": parse_html,
+    ".pdf": parse_pdf,
+    ".docx": parse_docx,
 }
 
 
 def supported_suffixes() -> list[str]:
     return sorted(PARSERS)
+
+
+def parser_for(name: str, suffix: str) -> Parser:
+    """The parser for a file name's suffix, or UnsupportedFile naming the supported ones."""
+    parser = PARSERS.get(suffix.lower())
+    if parser is None:
+        raise UnsupportedFile(f"{name}: unsupported file type {suffix or '(none)'!r}; "
+                              f"supported: {', '.join(supported_suffixes())}")
+    return parser
+
+
+MAX_ID_CHARS = 512
+
+
+def id_problem(value: str) -> str | None:
+    """Why `value` cannot be a document id, or None when it can."""
+    if not value.strip():
+        return "document id must not be empty"
+    if len(value) > MAX_ID_CHARS:
+        return f"document id is longer than {MAX_ID_CHARS} characters"
+    if value != value.strip():
+        return "document id must not start or end with whitespace"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        return "document id must not contain control characters"
+    return None
+
+
+def id_from_filename(filename: str) -> str:
+    """An uploaded file's id is its name as sent, as a clean relative posix path."""
+    parts = [p for p in PurePosixPath(filename.replace("\\", "/")).parts
+             if p not in ("", ".", "..", "/")]
+    doc_id = "/".join(parts)
+    problem = id_problem(doc_id)
+    if problem:
+        raise InvalidInput(f"file name {filename!r}: {problem}")
+    return doc_id
+
+
+def parse_bytes(parser: Parser, data: bytes, name: str, suffix: str) -> Parsed:
+    """Run a parser; a third-party parser choking on hostile bytes is bad input, not a 500."""
+    try:
+        return parser(data, name)
+    except QAError:
+        raise
+    except Exception as exc:
+        raise InvalidInput(f"{name}: could not be read as {suffix} ({type(exc).__name__})"
+                           ) from None
+
+
+def _check_size(name: str, size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise InvalidInput(f"{name}: file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
 
 
 def build_document(
@@ -202,17 +233,21 @@ def document_id_for(path: Path, root: Path | None = None) -> str:
 
 
 def load_file(path: Path, doc_id: str | None = None) -> Document:
-    parser = PARSERS.get(path.suffix.lower())
-    if parser is None:
-        raise UnsupportedFile(
-            f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
-            f"supported: {', '.join(supported_suffixes())}"
-        )
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise InvalidInput(f"{path}: file is {size} bytes, over the {MAX_FILE_BYTES}-byte limit")
-    parsed = parser(path.read_bytes(), str(path))
+    """A file on disk → its Document; the id defaults to the path (see document_id_for)."""
+    parser = parser_for(str(path), path.suffix)
+    _check_size(str(path), path.stat().st_size)
+    parsed = parse_bytes(parser, path.read_bytes(), str(path), path.suffix.lower())
     return build_document(doc_id or document_id_for(path), parsed, source=str(path))
+
+
+def load_bytes(name: str, data: bytes, doc_id: str | None = None) -> Document:
+    """An uploaded file's bytes → its Document, with the same rules as `load_file`; the id
+    defaults to the file name as sent."""
+    suffix = PurePosixPath(name).suffix
+    parser = parser_for(name, suffix)
+    _check_size(name, len(data))
+    parsed = parse_bytes(parser, data, name, suffix.lower())
+    return build_document(doc_id or id_from_filename(name), parsed, source=name)
 
 
 def iter_files(paths: list[Path]) -> Iterator[Path]:

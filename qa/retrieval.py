@@ -24,11 +24,14 @@ from qa.collection import Collection
 from qa.errors import DocumentNotFound, InvalidInput
 from qa.highlight import SentenceMatch, highlight_of, match_sentences
 from qa.settings import Mode
-from qa.store import KEYWORD_POSTINGS, ChunkRow
-from qa.types import Citation, Passage
+from qa.text import KEYWORD_POSTINGS
+from qa.types import ChunkRow, Citation, Passage
 
 RRF_K = 60
 BM25_DEPTH = 1000
+# Candidates taken from each ranking: twice what is asked, and never fewer than this, so that
+# merging neighbours and dropping overlaps still leaves k passages.
+MIN_DEPTH = 30
 DENSE_WEIGHT = 0.8
 KEYWORD_WEIGHT = 0.2
 COVERAGE_WEIGHT = 0.6
@@ -139,7 +142,7 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
     question = question.strip()
     if not question:
         raise InvalidInput("question must not be empty")
-    depth = max(2 * k, 30)
+    depth = max(2 * k, MIN_DEPTH)
     dense = collection.dense_search(question, depth) if mode != "keyword" else []
     # One FTS5 query serves twice: its head is the keyword candidate list, and its long tail
     # gives BM25 to dense candidates (ranking every match costs FTS5 the same either way,
@@ -150,7 +153,18 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
         scored = collection.keyword_search(question, depth) if mode == "keyword" else []
     keyword = scored[:depth]
     ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
-    rows = collection.store.chunk_rows(ids)
+    # One read for the rows and every text sliced from them: a concurrent write of a document
+    # can never give a passage one version's offsets and another's text.
+    with collection.snapshot():
+        rows = collection.chunk_rows(ids)
+        return _rank(collection, question, k, mode, fusion, dense, keyword, scored, rows)
+
+
+def _rank(collection: Collection, question: str, k: int, mode: Mode,
+          fusion: Literal["features", "rrf"], dense: list[tuple[int, float]],
+          keyword: list[tuple[int, float]], scored: list[tuple[int, float]],
+          rows: dict[int, ChunkRow]) -> list[Passage]:
+    ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
     ids = [c for c in ids if c in rows]
     cosines = dict(dense)
     missing = [c for c in ids if c not in cosines]
@@ -174,7 +188,7 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
     for span in assemble_passages(ranked, rows, k, sentence_scores):
         lead, first = span.lead, span.first
         try:
-            text = lead.text if span.parts == 1 else collection.store.text_span(
+            text = lead.text if span.parts == 1 else collection.text_span(
                 lead.document_id, span.start, span.end)
         except DocumentNotFound:
             continue  # deleted while we ranked it: answer without it, never with half of it

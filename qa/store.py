@@ -9,13 +9,11 @@ here without re-embedding, and so vectors computed elsewhere can be written in d
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +22,13 @@ import numpy.typing as npt
 
 from qa.chunking import split_sentences
 from qa.errors import DocumentNotFound
-from qa.types import Chunk, Document
+from qa.text import keyword_query, porter_stem, query_words, rarest
+from qa.types import Chunk, ChunkRow, Document, DocumentRow
 
 SCHEMA_VERSION = 1
+# SQLite's default limit on bound parameters is 999: `IN (...)` lists are sent in batches.
+MAX_PARAMETERS = 900
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's write to finish
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -62,111 +64,6 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
 """
 
-# Words too common to help a keyword query; BM25's IDF would mute them, but dropping them keeps
-# OR-queries from touching every row of a large collection.
-STOPWORDS = frozenset(
-    """a about above after again against all am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for
-    from further had has have having he her here hers herself him himself his how i if in
-    into is it its itself just me more most my myself no nor not now of off on once only or
-    other our ours ourselves out over own same she should so some such than that the their
-    theirs them themselves then there these they this those through to too under until up
-    very was we were what when where which while who whom why will with would you your yours
-    yourself yourselves""".split()  # noqa: SIM905
-)
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-@cache
-def snowball(algorithm: str):  # type: ignore[no-untyped-def]
-    """One Snowball stemmer per algorithm, loaded on first use (C PyStemmer when installed)."""
-    import snowballstemmer
-
-    return snowballstemmer.stemmer(algorithm)
-
-
-@lru_cache(maxsize=65536)
-def porter_stem(word: str) -> str:
-    """The stem FTS5's `porter` tokenizer indexes `word` under (the original Porter algorithm)."""
-    return snowball("porter").stemWord(word)  # type: ignore[no-any-return]
-
-
-# FTS5 scores every row that holds any query word, at ~1 µs a posting, so a question made of
-# common words costs a large collection tens of milliseconds (40 ms at 100k chunks). Hybrid
-# search passes this budget: past this many postings its keyword query keeps only its rarest
-# words, those that fit, as Lucene's common-terms query and Elasticsearch's `cutoff_frequency`
-# do. A word found in a tenth of all chunks adds little BM25, and the dense side covers the
-# recall it would add: on SciFact (12k chunks) hybrid nDCG@10 was 0.7224 with the budget and
-# 0.7229 without, while keyword-only search lost 0.025, so keyword mode stays exact.
-# Collections of up to this many chunks are never pruned.
-KEYWORD_POSTINGS = 1500
-
-
-def query_words(question: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """A question's content words (all words if it has none) and adjacent content-word pairs."""
-    tokens = _WORD.findall(question.lower())
-    words = [w for w in tokens if w not in STOPWORDS] or tokens
-    pairs = [(a, b) for a, b in zip(tokens, tokens[1:], strict=False)
-             if a not in STOPWORDS and b not in STOPWORDS]
-    return words, pairs
-
-
-def keyword_query(question: str, keep: Callable[[str], bool] = lambda _: True) -> str | None:
-    """A question → an FTS5 OR-query of its quoted content words (no FTS syntax can leak in),
-    limited to the words `keep` accepts."""
-    words, pairs = query_words(question)
-    # Adjacent content words also go in as a phrase ("russian delegation"), so chunks that
-    # hold the question's phrases outrank those that only share its words.
-    phrases = [f"{a} {b}" for a, b in pairs if keep(a) and keep(b)]
-    unique = list(dict.fromkeys([w for w in words if keep(w)] + phrases))
-    return " OR ".join(f'"{w}"' for w in unique) if unique else None
-
-
-def rarest(words: Sequence[str], frequency: dict[str, int], budget: int) -> set[str]:
-    """The rarest `words` whose document frequencies sum to at most `budget` (at least one)."""
-    kept: set[str] = set()
-    spent = 0
-    for word in sorted(dict.fromkeys(words), key=lambda w: frequency.get(w, 0)):
-        cost = frequency.get(word, 0) * words.count(word)
-        if kept and spent + cost > budget:
-            break
-        kept.add(word)
-        spent += cost
-    return kept
-
-
-@dataclass(frozen=True)
-class ChunkRow:
-    """A chunk joined with what its citation needs."""
-
-    id: int
-    document_id: str
-    start: int
-    end: int
-    text: str
-    page: int | None
-    heading_path: tuple[str, ...]
-    title: str
-    source: str | None
-    date: str | None
-    url: str | None
-    sentences: list[tuple[int, int]] | None = None  # spans within `text`; None: not stored
-
-
-@dataclass(frozen=True)
-class DocumentRow:
-    id: str
-    title: str
-    source: str | None
-    date: str | None
-    url: str | None
-    metadata: dict[str, Any]
-    content_hash: str
-    indexed_at: str
-    chunk_count: int
-    text: str | None = None
-
-
 class Store:
     """All SQL lives here. One connection per store, guarded by a lock (FastAPI uses threads)."""
 
@@ -175,13 +72,13 @@ class Store:
         self._lock = threading.RLock()
         self._frequency: dict[str, int] = {}  # FTS5 stem → chunks holding it (see _affordable)
         self._frequency_at = 0  # chunk ids issued when those counts were taken
+        # `timeout` is SQLite's busy timeout: a write waits this long for another's to end.
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                     timeout=30.0)
+                                     timeout=BUSY_TIMEOUT_S)
         # WAL: readers in other processes never block on, or see half of, a write.
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
-        self._conn.execute("PRAGMA busy_timeout=30000")
         with self._lock:
             self._conn.executescript(_SCHEMA)
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(chunks)")}
@@ -197,67 +94,87 @@ class Store:
         with self._lock:
             return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: committed when the block ends, rolled back if it raises.
+        IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside the block see one committed state of the index (a read transaction),
+        so rows and texts read for one question never mix two versions of a document."""
+        with self._lock:
+            if self._conn.in_transaction:  # nested: the outer snapshot already holds
+                yield
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")
+
     # -- writes ------------------------------------------------------------------------------
 
     def replace_documents(
         self,
         items: Sequence[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]],
+        details: Sequence[Document] = (),
     ) -> tuple[list[int], list[int]]:
-        """Insert or replace documents with their chunks, all in one transaction.
+        """Insert or replace documents with their chunks, and update the metadata and source of
+        `details` (documents whose indexed content is unchanged), all in one transaction.
 
         Returns (new chunk ids, removed chunk ids) so the vector index can follow.
         """
         added: list[int] = []
         removed: list[int] = []
         now = datetime.now(UTC).isoformat(timespec="seconds")
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                for document, chunks, vectors in items:
-                    removed += self._delete_document(cur, document.id)
+        with self._transaction() as cur:
+            cur.executemany(
+                "UPDATE documents SET metadata = ?, source = ?, indexed_at = ? WHERE id = ?",
+                [(json.dumps(dict(d.metadata), ensure_ascii=False), d.source, now, d.id)
+                 for d in details],
+            )
+            for document, chunks, vectors in items:
+                removed += self._delete_document(cur, document.id)
+                cur.execute(
+                    "INSERT INTO documents (id, title, source, date, url, metadata, text,"
+                    " content_hash, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (document.id, document.title, document.source, document.date,
+                     document.url, json.dumps(dict(document.metadata), ensure_ascii=False),
+                     document.text, document.content_hash, now),
+                )
+                for i, chunk in enumerate(chunks):
+                    blob = None if vectors is None else vectors[i].astype(np.float32).tobytes()
+                    # Sentence spans are found once here rather than on every question
+                    # that retrieves the chunk (they are the highlight's candidates).
+                    spans = np.asarray(split_sentences(chunk.text), dtype=np.int32)
                     cur.execute(
-                        "INSERT INTO documents (id, title, source, date, url, metadata, text,"
-                        " content_hash, indexed_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (document.id, document.title, document.source, document.date,
-                         document.url, json.dumps(dict(document.metadata), ensure_ascii=False),
-                         document.text, document.content_hash, now),
+                        "INSERT INTO chunks (document_id, ordinal, start, end, token_count,"
+                        " page, heading_path, embedding, sentences)"
+                        " VALUES (?,?,?,?,?,?,?,?,?)",
+                        (document.id, chunk.ordinal, chunk.start, chunk.end,
+                         chunk.token_count, chunk.page,
+                         json.dumps(list(chunk.heading_path), ensure_ascii=False), blob,
+                         spans.tobytes()),
                     )
-                    for i, chunk in enumerate(chunks):
-                        blob = None if vectors is None else vectors[i].astype(np.float32).tobytes()
-                        # Sentence spans are found once here rather than on every question
-                        # that retrieves the chunk (they are the highlight's candidates).
-                        spans = np.asarray(split_sentences(chunk.text), dtype=np.int32)
-                        cur.execute(
-                            "INSERT INTO chunks (document_id, ordinal, start, end, token_count,"
-                            " page, heading_path, embedding, sentences)"
-                            " VALUES (?,?,?,?,?,?,?,?,?)",
-                            (document.id, chunk.ordinal, chunk.start, chunk.end,
-                             chunk.token_count, chunk.page,
-                             json.dumps(list(chunk.heading_path), ensure_ascii=False), blob,
-                             spans.tobytes()),
-                        )
-                        chunk_id = int(cur.lastrowid or 0)
-                        cur.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
-                                    (chunk_id, chunk.text))
-                        added.append(chunk_id)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+                    chunk_id = int(cur.lastrowid or 0)
+                    cur.execute("INSERT INTO chunks_fts (rowid, text) VALUES (?, ?)",
+                                (chunk_id, chunk.text))
+                    added.append(chunk_id)
         return added, removed
 
     def delete_document(self, document_id: str) -> list[int]:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                removed = self._delete_document(cur, document_id)
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-        return removed
+        with self._transaction() as cur:
+            return self._delete_document(cur, document_id)
 
     def _delete_document(self, cur: sqlite3.Cursor, document_id: str) -> list[int]:
         row = cur.execute("SELECT text FROM documents WHERE id = ?", (document_id,)).fetchone()
@@ -276,25 +193,30 @@ class Store:
         return [cid for cid, _, _ in spans]
 
     def set_embeddings(self, ids: Sequence[int], vectors: npt.NDArray[np.float32]) -> None:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                cur.executemany(
-                    "UPDATE chunks SET embedding = ? WHERE id = ?",
-                    [(v.astype(np.float32).tobytes(), int(i)) for i, v in zip(ids, vectors,
-                                                                               strict=True)],
-                )
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+        with self._transaction() as cur:
+            cur.executemany(
+                "UPDATE chunks SET embedding = ? WHERE id = ?",
+                [(v.astype(np.float32).tobytes(), int(i))
+                 for i, v in zip(ids, vectors, strict=True)],
+            )
 
     # -- reads -------------------------------------------------------------------------------
 
     def content_hashes(self) -> dict[str, str]:
         with self._lock:
             return dict(self._conn.execute("SELECT id, content_hash FROM documents").fetchall())
+
+    def document_states(self, ids: Sequence[str]
+                        ) -> dict[str, tuple[str, dict[str, Any], str | None]]:
+        """(content hash, metadata, source) of those of `ids` that are stored."""
+        found: dict[str, tuple[str, dict[str, Any], str | None]] = {}
+        for batch in _batches(list(dict.fromkeys(ids)), MAX_PARAMETERS):
+            with self._lock:
+                rows = self._conn.execute(
+                    "SELECT id, content_hash, metadata, source FROM documents"
+                    f" WHERE id IN ({','.join('?' * len(batch))})", batch).fetchall()
+            found.update({r[0]: (r[1], json.loads(r[2]), r[3]) for r in rows})
+        return found
 
     def sources(self) -> dict[str, str]:
         with self._lock:
@@ -320,7 +242,7 @@ class Store:
     def embeddings(self, ids: Sequence[int], dimension: int) -> npt.NDArray[np.float32]:
         out = np.zeros((len(ids), dimension), dtype=np.float32)
         position = {int(i): n for n, i in enumerate(ids)}
-        for batch in _batches(list(position), 900):
+        for batch in _batches(list(position), MAX_PARAMETERS):
             with self._lock:
                 rows = self._conn.execute(
                     f"SELECT id, embedding FROM chunks WHERE id IN ({','.join('?' * len(batch))})",
@@ -340,7 +262,7 @@ class Store:
     def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         """Chunks by id, with their text sliced from the document; deleted ids are absent."""
         found: dict[int, ChunkRow] = {}
-        for batch in _batches([int(i) for i in ids], 900):
+        for batch in _batches([int(i) for i in ids], MAX_PARAMETERS):
             with self._lock:
                 rows = self._conn.execute(
                     "SELECT c.id, c.document_id, c.start, c.end,"
@@ -412,15 +334,6 @@ class Store:
             raise DocumentNotFound(f"no document with id {document_id!r}")
         return str(row[0])
 
-    def document_text(self, document_id: str) -> str:
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT text FROM documents WHERE id = ?", (document_id,)
-            ).fetchone()
-        if row is None:
-            raise DocumentNotFound(f"no document with id {document_id!r}")
-        return str(row[0])
-
     def get_document(self, document_id: str, *, with_text: bool = True) -> DocumentRow:
         rows = self._document_rows("WHERE d.id = ?", (document_id,), with_text=with_text)
         if not rows:
@@ -448,6 +361,6 @@ class Store:
         ]
 
 
-def _batches(items: list[int], size: int) -> Iterator[list[int]]:
+def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]

@@ -24,6 +24,16 @@ class Section:
 
 
 @dataclass(frozen=True)
+class Parsed:
+    """What a format parser extracts before the common metadata rules apply."""
+
+    text: str
+    metadata: Mapping[str, Any]
+    sections: tuple[Section, ...] = ()
+    title: str | None = None
+
+
+@dataclass(frozen=True)
 class Document:
     """A loaded document; `text` is the canonical text every citation offset points into."""
 
@@ -118,3 +128,37 @@ class Passage:
             raise ValueError("rank starts at 1")
         if self.confidence is not None and not 0.0 <= self.confidence <= 1.0:
             raise ValueError("confidence must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """A stored chunk joined with what its citation needs."""
+
+    id: int
+    document_id: str
+    start: int
+    end: int
+    text: str
+    page: int | None
+    heading_path: tuple[str, ...]
+    title: str
+    source: str | None
+    date: str | None
+    url: str | None
+    sentences: list[tuple[int, int]] | None = None  # spans within `text`; None: not stored
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    """A stored document as the store returns it (`text` only when asked for)."""
+
+    id: str
+    title: str
+    source: str | None
+    date: str | None
+    url: str | None
+    metadata: dict[str, Any]
+    content_hash: str
+    indexed_at: str
+    chunk_count: int
+    text: str | None = None

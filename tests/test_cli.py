@@ -55,3 +55,28 @@ def test_errors_are_one_line_and_a_non_zero_exit(tmp_path: Path, args: tuple[str
     assert result.returncode != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.slow
+def test_reindex_stores_a_front_matter_change_without_re_embedding(tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    page = notes / "tides.md"
+    page.write_text("---\ntag: a\n---\n# Tides\n\nThe tide rose 40 cm at noon.\n", "utf-8")
+    assert qa("index", "notes", "--index", "idx", cwd=tmp_path).returncode == 0
+
+    page.write_text("---\ntag: b\n---\n# Tides\n\nThe tide rose 40 cm at noon.\n", "utf-8")
+    again = qa("index", "notes", "--index", "idx", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "1 replaced" in again.stderr and "0 chunks embedded" in again.stderr
+
+    asked = qa("ask", "--json", "how high did the tide rise?", "--index", "idx", cwd=tmp_path)
+    document_id = json.loads(asked.stdout)["passages"][0]["citation"]["document_id"]
+    from qa.collection import Collection
+    from qa.settings import Settings
+
+    stored = Collection.open(Settings(index_dir=tmp_path / "idx"))
+    try:
+        assert stored.get_document(document_id).metadata == {"tag": "b"}
+    finally:
+        stored.close()

@@ -58,14 +58,14 @@ def test_stale_snapshot_is_reconciled_at_open(built_index: Collection, settings:
     built_index.save_snapshot()
     stale = (settings.index_dir / SNAPSHOT).read_bytes()
     built_index.add([Document(id="new", text="Penguins live in Antarctica.", title="New")])
-    built_index.delete(next(iter(built_index.store.content_hashes())))
+    built_index.delete(built_index.list_documents(0, 1)[0][0].id)
     built_index.close()
     (settings.index_dir / SNAPSHOT).write_bytes(stale)  # as if we crashed before saving
     reopened = Collection.open(settings, embedder)
     report = reopened.check()
     assert report["missing_vectors"] == report["orphan_vectors"] == 0
     top = reopened.dense_search("where do penguins live?", 1)
-    assert reopened.store.chunk_rows([top[0][0]])[top[0][0]].document_id == "new"
+    assert reopened.chunk_rows([top[0][0]])[top[0][0]].document_id == "new"
 
 
 def test_unchanged_documents_cost_no_embedding(built_index: Collection, seed_docs: Path,

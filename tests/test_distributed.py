@@ -39,8 +39,8 @@ def test_ray_ingestion_matches_single_process(tmp_path: Path, seed_docs: Path,
     try:
         expected = index_paths(single, [seed_docs], progress=False)
         got = index_paths_on_ray(distributed, [seed_docs], on_ray)
-        assert (got.added, got.chunks, got.errors) == (expected.added, expected.chunks, [])
-        assert got.chunks > 0
+        assert (got.added, got.embedded, got.errors) == (expected.added, expected.embedded, [])
+        assert got.embedded > 0
 
         rows = chunk_table(distributed)
         assert rows == chunk_table(single)

@@ -373,7 +373,7 @@ def top_passage_with(passages: list[Passage], answer: str) -> Passage:
 
 def assert_exact_span(collection: Collection, passage: Passage) -> None:
     c = passage.citation
-    assert collection.store.document_text(c.document_id)[c.start:c.end] == passage.text
+    assert collection.get_document(c.document_id).text[c.start:c.end] == passage.text
 
 
 def test_question_answered_on_a_pdf_page_cites_that_page(format_index: Collection,

@@ -364,7 +364,7 @@ def test_a_write_in_one_process_is_not_hidden_by_a_later_write_in_another(
         for collection, wanted in ((other, "a"), (built_index, "v")):
             ids = [cid for cid, _ in collection.dense_search(
                 ARMADILLO if wanted == "a" else VOLCANO, 3)]
-            rows = collection.store.chunk_rows(ids)
+            rows = collection.chunk_rows(ids)
             assert wanted in {r.document_id for r in rows.values()}
             assert collection.check()["orphan_vectors"] == 0
     finally:
