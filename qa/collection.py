@@ -337,6 +337,10 @@ class Collection:
         vectors = self.store.embeddings(list(ids), self.manifest.dimension)
         return [(int(i), float(s)) for i, s in zip(ids, vectors @ query[0], strict=True)]
 
+    def absent_words(self, words: Sequence[str]) -> list[str]:
+        """Those of `words` found nowhere in the collection."""
+        return self.store.absent_words(words)
+
     def keyword_search(self, question: str, k: int, *, budget: int | None = None
                        ) -> list[tuple[int, float]]:
         return self.store.keyword_search(question, k, budget=budget)

@@ -25,6 +25,7 @@ class SentenceMatch:
     score: float  # the same with phrase and answer-type bonuses, uncapped: a ranking feature
     start: int  # offsets of that sentence within the passage text
     end: int
+    typed: bool = False  # it holds what the question asks for (a date, number or name)
 
 
 _YEAR_OR_DATE = re.compile(
@@ -115,14 +116,15 @@ def match_sentences(question: str, passages: Sequence[str],
                if asked_pairs and (len(bag) > 1 or bag & doubled) else 0.0)
             for bag, w in zip(passage, passage_words, strict=True)
         ]
+        typed = [False] * len(spans)
         if kind is not None:
             # The bonus can only lift a sentence that holds a question word (it needs an anchor).
-            scores = [score + bonus * _has_answer_type(kind, text[a:b], asked_words, wanted)
-                      if bag else score
-                      for score, bag, (a, b) in zip(scores, passage, spans, strict=True)]
+            typed = [bool(bag) and _has_answer_type(kind, text[a:b], asked_words, wanted)
+                     for bag, (a, b) in zip(passage, spans, strict=True)]
+            scores = [score + bonus * t for score, t in zip(scores, typed, strict=True)]
         best = max(range(len(spans)), key=lambda i: (scores[i], -i))
         matches.append(SentenceMatch(min(scores[best] / total, 1.0), scores[best] / total,
-                                     *spans[best]))
+                                     *spans[best], typed=typed[best]))
     return matches
 
 

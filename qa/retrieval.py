@@ -13,19 +13,19 @@ Hybrid ranking, in three steps:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from qa.collection import Collection
 from qa.errors import DocumentNotFound, InvalidInput
-from qa.highlight import SentenceMatch, highlight_of, match_sentences
+from qa.confidence import Evidence, passage_confidence
+from qa.highlight import SentenceMatch, answer_type, highlight_of, match_sentences
 from qa.settings import Mode
-from qa.text import KEYWORD_POSTINGS
-from qa.types import ChunkRow, Citation, Passage
+from qa.text import KEYWORD_POSTINGS, query_words
+from qa.types import Answer, ChunkRow, Citation, Passage
 
 RRF_K = 60
 BM25_DEPTH = 1000
@@ -123,22 +123,18 @@ def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, Chunk
     return kept
 
 
-# Logistic regression fitted once on ../shared/eval SQuAD (every second question): positives are
-# top passages that cover a gold answer, negatives the misses and the same questions asked of
-# the seed corpus, which cannot answer them. A passage that matches in meaning (cosine) and
-# restates the question in one sentence (coverage) is likely to answer.
-CONF_BIAS, CONF_COSINE, CONF_COVERAGE = -4.25, 4.86, 4.12
-
-
-def confidence(cosine: float, coverage: float) -> float:
-    """Estimated chance, in [0, 1], that a passage answers the question."""
-    z = CONF_BIAS + CONF_COSINE * cosine + CONF_COVERAGE * coverage
-    return 1.0 / (1.0 + math.exp(-z))
-
-
 def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid", *,
              fusion: Literal["features", "rrf"] = "features") -> list[Passage]:
-    """Top-k passages; `fusion="rrf"` swaps in the reciprocal-rank baseline (benchmarks)."""
+    """Top-k passages, each with its confidence; `fusion="rrf"` swaps in the reciprocal-rank
+    baseline (benchmarks)."""
+    return [replace(passage, confidence=round(passage_confidence(evidence), 4))
+            for passage, evidence in rank_passages(collection, question, k, mode, fusion=fusion)]
+
+
+def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "hybrid", *,
+                  fusion: Literal["features", "rrf"] = "features"
+                  ) -> list[tuple[Passage, Evidence]]:
+    """Top-k passages (no confidence yet) with the evidence the confidence model reads."""
     question = question.strip()
     if not question:
         raise InvalidInput("question must not be empty")
@@ -152,52 +148,48 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
     else:
         scored = collection.keyword_search(question, depth) if mode == "keyword" else []
     keyword = scored[:depth]
+    content, _ = query_words(question)
+    absent = len(collection.absent_words(content)) / max(len(content), 1)
     ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
     # One read for the rows and every text sliced from them: a concurrent write of a document
     # can never give a passage one version's offsets and another's text.
     with collection.snapshot():
         rows = collection.chunk_rows(ids)
-        return _rank(collection, question, k, mode, fusion, dense, keyword, scored, rows)
-
-
-def _rank(collection: Collection, question: str, k: int, mode: Mode,
-          fusion: Literal["features", "rrf"], dense: list[tuple[int, float]],
-          keyword: list[tuple[int, float]], scored: list[tuple[int, float]],
-          rows: dict[int, ChunkRow]) -> list[Passage]:
-    ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
-    ids = [c for c in ids if c in rows]
-    cosines = dict(dense)
-    missing = [c for c in ids if c not in cosines]
-    if missing:
-        cosines.update(collection.cosines(question, missing))
-    matches = dict(zip(ids, match_sentences(question, [rows[c].text for c in ids],
-                                            [rows[c].sentences for c in ids]), strict=True))
-    if mode == "dense":
-        ranked = dense
-    elif mode == "keyword":
-        ranked = keyword
-    elif fusion == "rrf":
-        ranked = fuse_rankings([dense, keyword])
-    else:
-        bm25 = dict(scored)  # a candidate beyond the first BM25_DEPTH matches counts 0
-        ranked = fuse_features([
-            Features(c, cosines[c], bm25.get(c, 0.0), _sentence_score(matches[c])) for c in ids
-        ])
-    sentence_scores = {c: _sentence_score(m) for c, m in matches.items()}
-    passages: list[Passage] = []
-    for span in assemble_passages(ranked, rows, k, sentence_scores):
-        lead, first = span.lead, span.first
-        try:
-            text = lead.text if span.parts == 1 else collection.text_span(
-                lead.document_id, span.start, span.end)
-        except DocumentNotFound:
-            continue  # deleted while we ranked it: answer without it, never with half of it
-        rank = len(passages) + 1
-        source = rows[span.best_match]
-        match = matches.get(source.id)
-        passages.append(
-            Passage(
-                rank=rank,
+        ids = [c for c in ids if c in rows]
+        cosines = dict(dense)
+        missing = [c for c in ids if c not in cosines]
+        if missing:
+            cosines.update(collection.cosines(question, missing))
+        matches = dict(zip(ids, match_sentences(question, [rows[c].text for c in ids],
+                                                [rows[c].sentences for c in ids]), strict=True))
+        if mode == "dense":
+            ranked = dense
+        elif mode == "keyword":
+            ranked = keyword
+        elif fusion == "rrf":
+            ranked = fuse_rankings([dense, keyword])
+        else:
+            bm25 = dict(scored)  # a candidate beyond the first BM25_DEPTH matches counts 0
+            ranked = fuse_features([
+                Features(c, cosines[c], bm25.get(c, 0.0), _sentence_score(matches[c]))
+                for c in ids
+            ])
+        sentence_scores = {c: _sentence_score(m) for c, m in matches.items()}
+        best_cosine = max(cosines.values(), default=0.0)
+        typed_question = answer_type(question) is not None
+        found: list[tuple[Passage, Evidence]] = []
+        for span in assemble_passages(ranked, rows, k, sentence_scores):
+            lead, first = span.lead, span.first
+            try:
+                text = lead.text if span.parts == 1 else collection.text_span(
+                    lead.document_id, span.start, span.end)
+            except DocumentNotFound:
+                continue  # deleted while we ranked it: answer without it, never with half of it
+            source = rows[span.best_match]
+            match = matches.get(source.id)
+            cosine = cosines.get(lead.id, 0.0)
+            passage = Passage(
+                rank=len(found) + 1,
                 score=round(span.score, 6),
                 text=text,
                 citation=Citation(
@@ -206,10 +198,20 @@ def _rank(collection: Collection, question: str, k: int, mode: Mode,
                     end=span.end, page=first.page, heading_path=first.heading_path,
                 ),
                 highlight=highlight_of(source.text, source.start, match),
-                confidence=round(confidence(cosines.get(lead.id, 0.0), _coverage(match)), 4),
             )
-        )
-    return passages
+            evidence = Evidence(
+                cosine=cosine, coverage=_coverage(match), cosine_gap=best_cosine - cosine,
+                absent=absent, type_missing=typed_question and not (match and match.typed),
+            )
+            found.append((passage, evidence))
+    return found
+
+
+def answer_of(passages: Sequence[Passage], min_confidence: float) -> Answer:
+    """Whether the passages hold an answer: as likely as the first, shown as the answer."""
+    confidence = (passages[0].confidence or 0.0) if passages else 0.0
+    return Answer(found=bool(passages) and confidence >= min_confidence,
+                  confidence=confidence, threshold=min_confidence)
 
 
 def _coverage(match: SentenceMatch | None) -> float:

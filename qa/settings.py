@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         1000, ge=1, description="Longest question accepted, in characters."
     )
     mode: Mode = Field("hybrid", description="Default retrieval mode.")
+    min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0,
+        description="Confidence an answer needs to count as found (`answer.found`); below "
+        "it, passages are still returned, marked as not answering.",
+    )
     host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `qa serve` binds.")
     cors_origins: Annotated[list[str], NoDecode] = Field(

@@ -298,6 +298,14 @@ class Store:
             ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
+    def absent_words(self, words: Sequence[str]) -> list[str]:
+        """Those of `words` that no chunk holds (as FTS5 stems them). One indexed probe each:
+        LIMIT 1 without ranking reads a single posting, whatever the collection's size."""
+        with self._lock:
+            return [w for w in dict.fromkeys(words) if self._conn.execute(
+                "SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1", (f'"{w}"',)
+            ).fetchone() is None]
+
     def _affordable(self, question: str, budget: int) -> Callable[[str], bool]:
         """Which of the question's words fit the postings budget (all, in a small collection)."""
         words, _ = query_words(question)

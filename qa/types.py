@@ -131,6 +131,15 @@ class Passage:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """Whether the passages hold an answer: `confidence` against the `threshold` it needs."""
+
+    found: bool
+    confidence: float
+    threshold: float
+
+
+@dataclass(frozen=True)
 class ChunkRow:
     """A stored chunk joined with what its citation needs."""
 

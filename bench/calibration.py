@@ -1,0 +1,131 @@
+"""`python -m bench.calibration`: fit the confidence model (qa/confidence.py) on shared data.
+
+Every question is asked as the service asks it (`rank_passages`, hybrid, k=5) and each returned
+passage becomes one row: its evidence and whether it answers (it covers a gold answer span, or
+for a question with answer strings, holds one). Questions asked of a collection that cannot
+answer them give rows that do not answer: SciFact claims and the seed questions against the
+Super Bowl article, Super Bowl questions against SciFact and the seed article, and the 38
+near-miss questions written against the Super Bowl article. The fit is a plain logistic
+regression (Newton's method, light L2), checked by 2-fold cross-validation over questions; the
+printed coefficients are what qa/confidence.py ships.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from qa.collection import Collection  # noqa: E402
+from qa.confidence import FEATURES, Evidence  # noqa: E402
+from qa.embedding import Embedder  # noqa: E402
+from qa.eval.datasets import Dataset, Question, load_dataset  # noqa: E402
+from qa.eval.judging import passage_hits  # noqa: E402
+from qa.eval.runner import dataset_index  # noqa: E402
+from qa.indexing import index_paths  # noqa: E402
+from qa.retrieval import rank_passages  # noqa: E402
+from qa.settings import Settings  # noqa: E402
+from qa.types import Passage  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "eval"
+CACHE = ROOT / ".cache"
+K = 5
+
+
+def answers(question: Question, passage: Passage) -> bool:
+    if question.spans:
+        return passage_hits(question, passage)
+    return any(a.lower() in passage.text.lower() for a in question.answers)
+
+
+def rows(collection: Collection, questions: tuple[Question, ...], group: str, answerable: bool
+         ) -> Iterator[tuple[str, str, int, Evidence, bool]]:
+    for question in questions:
+        for passage, evidence in rank_passages(collection, question.text, K):
+            hit = answerable and answers(question, passage)
+            yield group, question.id, passage.rank, evidence, hit
+
+
+def collect(embedder: Embedder) -> list[tuple[str, str, int, Evidence, bool]]:
+    settings = Settings(index_dir=CACHE / "calibration" / "seeds")
+    squad = load_dataset(SHARED / "squad-v1.1-dev-super-bowl-50.json")
+    scifact = load_dataset(SHARED / "beir-scifact")
+    near = tuple(Question(id=o["id"], text=o["question"], impossible=True) for o in
+                 map(json.loads, (SHARED / "super-bowl-50-unanswerable.jsonl").open()))
+    seed = load_dataset(ROOT / "seeds" / "questions.jsonl")
+    claims = tuple(q for q in scifact.questions)
+    out: list[tuple[str, str, int, Evidence, bool]] = []
+    with ExitStack() as stack:
+        bowl = stack.enter_context(dataset_index(squad, settings, embedder,
+                                                 cache_dir=CACHE / "eval"))
+        seeds = Collection.open(settings, embedder, create=True)
+        stack.callback(seeds.close)
+        index_paths(seeds, [ROOT / "seeds"], progress=False)
+        plan = [
+            (bowl, squad.questions, "squad", True),
+            (bowl, near, "near-miss", False),
+            (bowl, claims, "scifact@bowl", False),
+            (bowl, seed.questions, "seeds@bowl", False),
+            (seeds, seed.questions, "seeds", True),
+            (seeds, squad.questions, "squad@seeds", False),
+        ]
+        for collection, questions, group, answerable in plan:
+            print(f"{group}: {len(questions)} questions", file=sys.stderr)
+            out.extend(rows(collection, questions, group, answerable))
+        # Last, as the SciFact index is the one that may need building (minutes).
+        cut: Dataset = scifact.cut(embedder.model_input)
+        science = stack.enter_context(dataset_index(cut, settings, embedder,
+                                                    cache_dir=CACHE / "eval"))
+        print(f"squad@scifact: {len(squad.questions)} questions", file=sys.stderr)
+        out.extend(rows(science, squad.questions, "squad@scifact", False))
+    return out
+
+
+def fit(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> np.ndarray:
+    """Logistic regression by Newton's method; returns [bias, *weights]."""
+    design = np.hstack([np.ones((len(x), 1)), x])
+    w = np.zeros(design.shape[1])
+    penalty = l2 * np.eye(len(w))
+    penalty[0, 0] = 0.0
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-design @ w))
+        gradient = design.T @ (p - y) + penalty @ w
+        hessian = design.T @ (design * (p * (1 - p))[:, None]) + penalty
+        w -= np.linalg.solve(hessian, gradient)
+    return w
+
+
+def predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-(w[0] + x @ w[1:])))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=Path, default=CACHE / "calibration" / "rows.json",
+                        help="Where the collected rows are cached (delete to collect again).")
+    args = parser.parse_args()
+    if not args.rows.exists():
+        embedder = Embedder()
+        data = collect(embedder)
+        args.rows.parent.mkdir(parents=True, exist_ok=True)
+        args.rows.write_text(json.dumps([[g, q, r, list(e.features()), h]
+                                         for g, q, r, e, h in data]))
+    table = json.loads(args.rows.read_text())
+    x = np.array([row[3] for row in table], dtype=np.float64)
+    y = np.array([row[4] for row in table], dtype=np.float64)
+    w = fit(x, y)
+    print("BIAS =", round(float(w[0]), 3))
+    print("WEIGHTS =", tuple(round(float(v), 3) for v in w[1:]), "#", FEATURES)
+
+
+if __name__ == "__main__":
+    main()
