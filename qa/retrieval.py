@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 
 from qa.collection import Collection
-from qa.errors import DocumentNotFound, InvalidInput
 from qa.confidence import Evidence, passage_confidence
+from qa.errors import DocumentNotFound, InvalidInput
 from qa.highlight import SentenceMatch, answer_type, highlight_of, match_sentences
 from qa.settings import Mode
 from qa.text import KEYWORD_POSTINGS, query_words
