@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn
 
 import click
 from pydantic import ValidationError
@@ -254,42 +254,27 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
         qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json --compare dense,keyword,hybrid
         qa eval seeds/questions.jsonl --url http://127.0.0.1:8000 --json
     """
-    from qa.eval import DatasetError, load_dataset, run_evaluation
-    from qa.eval.datasets import DocLength
+    from qa.eval import DatasetError, OptionError, plan_evaluation, run_evaluation
     from qa.eval.report import format_table, metrics_object, write_report, write_run_file
-    from qa.settings import Mode
 
     settings = build_settings(index_dir=index_dir)
-    if index_dir is not None and url is not None:
-        fail("give --index or --url, not both", 2)
-    modes = [m.strip() for m in compare.split(",") if m.strip()] if compare else [
-        mode or settings.mode]
-    unknown = [m for m in modes if m not in ("hybrid", "dense", "keyword")]
-    if unknown or not modes:
-        fail(f"--compare takes modes among dense, keyword, hybrid; got {compare!r}", 2)
     try:
-        data = load_dataset(dataset)
-    except DatasetError as exc:
+        plan = plan_evaluation(dataset, mode=mode or settings.mode, compare=compare, k=k,
+                               index_dir=index_dir, url=url,
+                               cache_dir=None if no_cache else cache_dir, doc_length=doc_length)
+    except (OptionError, DatasetError) as exc:
         fail(exc.detail, 2)
-    builds_index = index_dir is None and url is None and bool(data.documents)
-    if doc_length is not None and not (builds_index and data.kind == "beir"):
-        fail("--doc-length applies to the index built from a BEIR folder, not to "
-             + ("--index/--url" if not builds_index else f"a {data.kind} dataset"), 2)
-    progress = sys.stderr.isatty()
-    results = run_evaluation(
-        data, settings, cast("list[Mode]", modes), k, index_dir=index_dir, url=url,
-        cache_dir=None if no_cache else cache_dir, progress=progress,
-        doc_length=cast("DocLength", doc_length or ("model" if data.kind == "beir" else "full")),
-        log=lambda line: click.echo(line, err=True),
-    )
+    results = run_evaluation(plan, settings, progress=sys.stderr.isatty(),
+                             log=lambda line: click.echo(line, err=True))
+    data = plan.dataset
     if run_file is not None:
         for path in write_run_file(run_file, results):
             click.echo(f"wrote {path}", err=True)
     if report_dir is not None:
-        for path in write_report(report_dir, data, results, k, compare=compare is not None):
+        for path in write_report(report_dir, data, results, k, compare=plan.compare):
             click.echo(f"wrote {path}", err=True)
     if as_json:
-        click.echo(json.dumps(metrics_object(data, results, compare=compare is not None)))
+        click.echo(json.dumps(metrics_object(data, results, compare=plan.compare)))
     else:
         click.echo(f"{data.name}: {len(data.questions)} questions")
         click.echo(format_table(results))

@@ -1,4 +1,4 @@
-"""Judging passages, scoring modes, cached dataset indexes, and evaluation over HTTP."""
+"""Judging passages, scoring modes, and the cached index of a dataset's documents."""
 
 from __future__ import annotations
 
@@ -8,28 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from qa.collection import Collection
 from qa.embedding import Embedder
 from qa.eval.datasets import AnswerSpan, Dataset, Question, load_dataset
+from qa.eval.judging import ANSWER, answer_run, document_run, passage_hits
 from qa.eval.report import report_markdown, write_report, write_run_file
-from qa.eval.runner import (
-    ANSWER,
-    COMPLETE,
-    HttpRetriever,
-    LocalRetriever,
-    Outcome,
-    ServiceError,
-    answer_run,
-    dataset_index,
-    document_run,
-    evaluate,
-    passage_hits,
-    score_mode,
-)
+from qa.eval.retrievers import LocalRetriever
+from qa.eval.runner import COMPLETE, Outcome, dataset_index, evaluate, score_mode
 from qa.settings import Settings
 from qa.types import Citation, Highlight, Passage
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def passage(rank: int, doc: str, start: int, end: int, score: float = 1.0,
@@ -198,39 +184,6 @@ def test_squad_evaluation_with_small_chunks_finds_answers_and_reports_misses(
     assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = report_markdown(dataset, results, 1)
     assert "| hit@1 |" in markdown and "## Worst missed at k=1: keyword" in markdown
-
-
-def test_http_evaluation_sees_the_same_passages_as_the_local_index(
-        served_index: str, settings: Settings, embedder: Embedder) -> None:
-    dataset = load_dataset(ROOT / "seeds" / "questions.jsonl")
-    http = HttpRetriever(served_index)
-    try:
-        (over_http,) = evaluate(dataset, http, ["hybrid"], 5)
-    finally:
-        http.close()
-    local_index = Collection.open(settings, embedder)
-    try:
-        (local,) = evaluate(dataset, LocalRetriever(local_index), ["hybrid"], 5)
-    finally:
-        local_index.close()
-    assert over_http.run == local.run
-    without_latency = {k: v for k, v in local.metrics.items() if not k.startswith("latency")}
-    assert {k: over_http.metrics[k] for k in without_latency} == without_latency
-    assert over_http.metrics["hit@10"] >= 0.8  # the seed questions are answerable
-
-
-def test_an_unreachable_service_is_a_service_error(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    dataset = Dataset("t", "jsonl", (Question("1", "who?", answers=("a",)),))
-    http = HttpRetriever(f"http://127.0.0.1:{port}")
-    with pytest.raises(ServiceError, match="ConnectError"):
-        evaluate(dataset, http, ["dense"], 5)
-    http.close()
-
 
 
 FILLER = "The morning was cold, and the team checked the weather instruments once again. " * 30

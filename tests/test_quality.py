@@ -9,7 +9,8 @@ import pytest
 
 from qa.collection import Collection
 from qa.eval.datasets import load_dataset
-from qa.eval.runner import LocalRetriever, evaluate
+from qa.eval.retrievers import LocalRetriever
+from qa.eval.runner import evaluate
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 

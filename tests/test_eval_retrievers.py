@@ -1,0 +1,48 @@
+"""Retrievers: a running service over HTTP returns what the local index does, or a ServiceError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qa.collection import Collection
+from qa.embedding import Embedder
+from qa.eval.datasets import Dataset, Question, load_dataset
+from qa.eval.retrievers import HttpRetriever, LocalRetriever, ServiceError
+from qa.eval.runner import evaluate
+from qa.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_http_evaluation_sees_the_same_passages_as_the_local_index(
+        served_index: str, settings: Settings, embedder: Embedder) -> None:
+    dataset = load_dataset(ROOT / "seeds" / "questions.jsonl")
+    http = HttpRetriever(served_index)
+    try:
+        (over_http,) = evaluate(dataset, http, ["hybrid"], 5)
+    finally:
+        http.close()
+    local_index = Collection.open(settings, embedder)
+    try:
+        (local,) = evaluate(dataset, LocalRetriever(local_index), ["hybrid"], 5)
+    finally:
+        local_index.close()
+    assert over_http.run == local.run
+    without_latency = {k: v for k, v in local.metrics.items() if not k.startswith("latency")}
+    assert {k: over_http.metrics[k] for k in without_latency} == without_latency
+    assert over_http.metrics["hit@10"] >= 0.8  # the seed questions are answerable
+
+
+def test_an_unreachable_service_is_a_service_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dataset = Dataset("t", "jsonl", (Question("1", "who?", answers=("a",)),))
+    http = HttpRetriever(f"http://127.0.0.1:{port}")
+    with pytest.raises(ServiceError, match="ConnectError"):
+        evaluate(dataset, http, ["dense"], 5)
+    http.close()
