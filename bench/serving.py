@@ -59,7 +59,7 @@ def build_collection(corpus: Corpus, directory: Path, embedder: Embedder) -> dic
 
 
 class ServerProcess:
-    """`uvicorn qa.api:app_from_env` in its own process, as `qa serve` runs it."""
+    """`uvicorn qa.api:app_from_env` in its own process, as `qa serve --workers N` runs each."""
 
     def __init__(self, directory: Path, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"

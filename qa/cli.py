@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -147,10 +146,10 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
     Example:
         qa ask "who led the Russian delegation?" -k 3
     """
+    from qa.api.schemas import ask_response
     from qa.collection import Collection
     from qa.errors import InvalidInput
     from qa.retrieval import retrieve
-    from qa.schemas import ask_response
 
     settings = build_settings(index_dir=index_dir, mode=mode)
     k = settings.default_k if k is None else k
@@ -193,17 +192,14 @@ def serve(host: str | None, port: int | None, workers: int, index_dir: Path | No
     Example:
         qa serve --host 0.0.0.0 --port 8080 --workers 2
     """
-    import uvicorn
-
-    settings = build_settings(index_dir=index_dir, host=host, port=port)
     from qa.collection import MANIFEST
 
+    settings = build_settings(index_dir=index_dir, host=host, port=port)
     if not (settings.index_dir / MANIFEST).exists():
         fail(f"no index at {settings.index_dir}: build one with `qa index PATH`")
-    # Workers are separate processes that rebuild Settings from the environment.
-    os.environ["QA_INDEX_DIR"] = str(settings.index_dir)
-    uvicorn.run("qa.api:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_level="info")
+    from qa.api import run_server
+
+    run_server(settings, workers=workers)
 
 
 @cli.command()

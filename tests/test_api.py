@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+
+from qa.api import SETTINGS_VARIABLE, app_from_env, hand_over_settings
+from qa.settings import Settings
 
 QUESTION = "who led the Russian delegation?"
 
@@ -78,3 +83,14 @@ def test_health_and_openapi_are_served(http: httpx.Client) -> None:
     schema = http.get("/openapi.json").json()
     assert {"/ask", "/documents", "/healthz"} <= set(schema["paths"])
     assert http.get("/docs").status_code == 200
+
+
+def test_workers_get_the_settings_qa_serve_built_not_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given = Settings(index_dir=tmp_path / "index", max_k=7, port=8123, api_keys="secret-key")
+    monkeypatch.setenv("QA_MAX_K", "30")
+    monkeypatch.setenv(SETTINGS_VARIABLE, "")  # restored after the test
+    assert app_from_env().state.settings.max_k == 30  # plain `uvicorn --factory`: from QA_*
+    hand_over_settings(given)
+    assert app_from_env().state.settings == given

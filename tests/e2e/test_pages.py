@@ -12,7 +12,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from qa.pages import http_link, render_text
+from qa.api.pages import http_link, render_text
 
 from .conftest import MARKUP_DOCUMENT
 

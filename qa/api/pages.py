@@ -1,10 +1,10 @@
-"""Browser-facing pages: the demo at `/`, the widget script, and the source page a citation opens.
+"""Browser-facing pages: the demo at `/`, the widget script, the source page a citation opens.
 
 Document text reaches HTML only through `html.escape`; the source page also sends a CSP that
 allows no script but its own (by nonce), so a document can never run code in the browser.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: FastAPI reads these signatures at run time.
 
 import hashlib
 import secrets
@@ -12,16 +12,14 @@ from functools import cache
 from html import escape
 from importlib import resources
 from string import Template
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
+from qa.api.deps import CollectionDep
 from qa.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from qa.collection import Collection
 
 router = APIRouter(include_in_schema=False)
 
@@ -109,11 +107,11 @@ def http_link(url: str | None) -> str | None:
 
 
 @router.get("/source/{document_id:path}", response_class=HTMLResponse)
-def source_page(document_id: str, request: Request, start: Offset = None, end: Offset = None,
-                highlight_start: Offset = None, highlight_end: Offset = None) -> HTMLResponse:
+def source_page(document_id: str, collection: CollectionDep, start: Offset = None,
+                end: Offset = None, highlight_start: Offset = None, highlight_end: Offset = None
+                ) -> HTMLResponse:
     """The document as a page, the cited span highlighted and scrolled into view."""
-    collection: Collection = request.app.state.collection
-    row = collection.store.get_document(document_id)
+    row = collection.get_document(document_id)
     text = row.text or ""
     cited = checked_span(start, end, len(text), "start/end")
     sentence = checked_span(highlight_start, highlight_end, len(text),

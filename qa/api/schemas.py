@@ -1,15 +1,17 @@
-"""HTTP request and response models (pydantic lives here and in settings only)."""
+"""HTTP request and response models, and the converters from domain values to them."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from qa.loaders import MAX_ID_CHARS, id_problem
 from qa.settings import Mode, Settings
-from qa.store import DocumentRow
-from qa.types import Passage
+from qa.types import DocumentRow, Passage
 
+MAX_TITLE_CHARS = 1000
 
 class Problem(BaseModel):
     """RFC 9457 problem details: the body of every error response."""
@@ -106,6 +108,90 @@ class Health(BaseModel):
     documents: int
     chunks: int
     model: str
+
+
+# -- writes ----------------------------------------------------------------------------------
+
+
+def text_problem(value: str, what: str) -> str | None:
+    if "\x00" in value:
+        return f"{what} must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} is not valid Unicode (lone surrogate)"
+    return None
+
+
+class DocumentFields(BaseModel):
+    """A document's content as JSON; the body of PUT /documents/{id}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str | None = Field(None, min_length=1, max_length=MAX_TITLE_CHARS,
+                              description="Defaults to the first Markdown heading, then the id.")
+    text: str = Field(min_length=1, description="The document's text (UTF-8, no NUL).")
+    date: str | None = Field(None, max_length=64, description="Publication date, e.g. 2025-05-15.")
+    url: str | None = Field(None, max_length=2048, description="Where the document lives.")
+    metadata: dict[str, Any] = Field(default_factory=dict,
+                                     description="Kept with the document and returned as is.")
+
+    @field_validator("text", "title", "date", "url")
+    @classmethod
+    def _clean_text(cls, value: str | None) -> str | None:
+        problem = None if value is None else text_problem(value, "this field")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _clean_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = text_problem(json.dumps(value, ensure_ascii=False), "metadata")
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class DocumentIn(DocumentFields):
+    """One document of POST /documents; without an id, one is derived from the text."""
+
+    id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS,
+                           description="Stable id; default `text-` + a hash of the text.")
+
+    @field_validator("id")
+    @classmethod
+    def _clean_id(cls, value: str | None) -> str | None:
+        problem = None if value is None else id_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+class ItemError(BaseModel):
+    title: str
+    status: int
+    detail: str
+
+
+class WriteItem(BaseModel):
+    id: str | None = Field(description="The document id; null if the item failed before one "
+                                       "was known.")
+    status: Literal["added", "replaced", "unchanged", "failed"]
+    error: ItemError | None = None
+
+
+class WriteResult(BaseModel):
+    results: list[WriteItem] = Field(description="One entry per document, in request order.")
+    added: int
+    replaced: int
+    unchanged: int
+    failed: int
+    chunks_embedded: int
+    took_ms: float
+
+
+# -- converters ------------------------------------------------------------------------------
 
 
 def passage_out(p: Passage) -> PassageOut:

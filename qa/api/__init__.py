@@ -1,0 +1,101 @@
+"""The HTTP API: `create_app(settings)` assembles the routes, guards and error handlers."""
+
+# No `from __future__ import annotations`: FastAPI reads `lifespan`'s signature.
+
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from pydantic import SecretStr
+
+from qa import __version__
+from qa.api.documents import documents_router
+from qa.api.guards import BodyLimitMiddleware
+from qa.api.pages import router as pages_router
+from qa.api.problems import declare_problem_responses, install_error_handlers
+from qa.api.search import search_router
+from qa.collection import Collection
+from qa.embedding import Embedder
+from qa.settings import Settings
+
+__all__ = ["app_from_env", "create_app", "hand_over_settings", "run_server"]
+
+# Where `run_server` leaves the settings for its worker processes, whole and serialized.
+SETTINGS_VARIABLE = "_QA_WORKER_SETTINGS"  # not a setting: `run_server` sets it
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the model and open the index when the server starts, never at import."""
+    settings: Settings = app.state.settings
+    model = app.state.embedder or Embedder(settings.model, device=settings.device,
+                                           batch_size=settings.batch_size)
+    app.state.collection = Collection.open(settings, model)
+    try:
+        yield
+    finally:
+        app.state.collection.close()
+
+
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """Build the app; `embedder` lets tests share one loaded model."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="qa",
+        version=__version__,
+        description="Answers questions over your documents with cited passages.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.embedder = embedder
+    install_error_handlers(app)  # first: its failure net must be the innermost middleware
+    declare_problem_responses(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Content-Type", "Authorization"],
+        )
+    app.include_router(search_router(settings))
+    app.include_router(pages_router)
+    app.include_router(documents_router(settings))
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory`: the settings `run_server` handed over, else from QA_*."""
+    handed_over = os.environ.get(SETTINGS_VARIABLE)
+    if handed_over:
+        # `model_validate_json` skips the environment: these settings are already complete.
+        return create_app(Settings.model_validate_json(handed_over))
+    return create_app(Settings())
+
+
+def run_server(settings: Settings, *, workers: int = 1) -> None:
+    """Serve the app on `settings.host:port`, in this process or in `workers` processes."""
+    import uvicorn
+
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                    log_level="info")
+        return
+    hand_over_settings(settings)
+    uvicorn.run("qa.api:app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=workers, log_level="info")
+
+
+def hand_over_settings(settings: Settings) -> None:
+    """Leave `settings` for the worker processes' `app_from_env`, whole (keys included).
+
+    Workers are fresh processes that import the app by name and inherit only the environment.
+    """
+
+    def plain(value: object) -> str:
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    os.environ[SETTINGS_VARIABLE] = json.dumps(settings.model_dump(), default=plain)

@@ -1,0 +1,116 @@
+"""What a request meets before a route: the body-size limit, the /ask rate limit, write keys."""
+
+# No `from __future__ import annotations`: FastAPI reads `WriteAccess.__call__`'s signature.
+
+import hmac
+import math
+import time
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qa.api.problems import error_response
+from qa.errors import Forbidden, PayloadTooLarge, RateLimited, Unauthorized
+
+bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                    description="A key from QA_API_KEYS, as `Authorization: Bearer <key>`.")
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+class WriteAccess:
+    """Dependency guarding writes: a configured key is required; no keys means no HTTP writes."""
+
+    def __init__(self, keys: Sequence[SecretStr]) -> None:
+        self._keys = [k.get_secret_value().encode("utf-8") for k in keys]
+
+    def __call__(self, credentials: BearerKey) -> None:
+        if not self._keys:
+            raise Forbidden(
+                "writes over HTTP are disabled on this server: set QA_API_KEYS to one or more "
+                "comma-separated keys and send `Authorization: Bearer <key>` "
+                "(`qa index` changes the collection without a key)"
+            )
+        if credentials is None:
+            raise Unauthorized("this endpoint needs `Authorization: Bearer <key>`, with a key "
+                               "from QA_API_KEYS")
+        given = credentials.credentials.encode("utf-8")
+        # Compare with every key, in constant time, so timing tells nothing about them.
+        if not any([hmac.compare_digest(given, key) for key in self._keys]):
+            raise Forbidden("this API key is not accepted")
+
+
+class AskRateLimit:
+    """Dependency limiting /ask per client address, in this process's memory.
+
+    `limits` does the moving-window bookkeeping (and its reset time gives Retry-After); each
+    worker process counts separately, so N workers admit up to N times the rate.
+    """
+
+    def __init__(self, rate: str | None) -> None:
+        self._limiter: Any = None
+        if rate:
+            from limits import parse
+            from limits.storage import MemoryStorage
+            from limits.strategies import MovingWindowRateLimiter
+
+            self._item = parse(rate)
+            self._limiter = MovingWindowRateLimiter(MemoryStorage())
+
+    def __call__(self, request: Request) -> None:
+        if self._limiter is None:
+            return
+        client = request.client.host if request.client else "unknown"
+        if self._limiter.hit(self._item, "ask", client):
+            return
+        reset = self._limiter.get_window_stats(self._item, "ask", client).reset_time
+        retry_after = max(1, math.ceil(reset - time.time()))
+        raise RateLimited(f"more than {self._item} questions from {client}; "
+                          f"retry in {retry_after} s (QA_ASK_RATE_LIMIT)", retry_after)
+
+
+class BodyLimitMiddleware:
+    """Refuses a body over `max_bytes` (413) before the app reads any of it.
+
+    It must answer itself: an error raised here would miss the app's exception handlers, and
+    one raised while FastAPI reads a body becomes a 400. So it renders the 413 itself, with the
+    app's one renderer.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        too_big = PayloadTooLarge(
+            f"request body is over the {self.max_bytes}-byte limit (QA_MAX_BODY_BYTES)")
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await error_response(too_big)(scope, receive, send)
+            return
+        # No (or an honest) Content-Length: read up to the limit, then replay to the app.
+        buffered: list[Message] = []
+        size = 0
+        while True:
+            message = await receive()
+            buffered.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                await error_response(too_big)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        pending = iter(buffered)
+
+        async def replay() -> Message:
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)
