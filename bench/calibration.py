@@ -78,6 +78,8 @@ def collect(embedder: Embedder) -> list[tuple[str, str, int, Evidence, bool]]:
             (seeds, seed.questions, "seeds", True),
             (seeds, squad.questions, "squad@seeds", False),
         ]
+        embedder.warm_queries([q.text for q in (*squad.questions, *near, *claims,
+                                                 *seed.questions)])
         for collection, questions, group, answerable in plan:
             print(f"{group}: {len(questions)} questions", file=sys.stderr)
             out.extend(rows(collection, questions, group, answerable))

@@ -102,6 +102,18 @@ class Embedder:
                 self._cache.popitem(last=False)
         return vector
 
+    def warm_queries(self, questions: list[str]) -> None:
+        """Embed many questions in batches ahead of asking them (evaluations): the cache then
+        answers `embed_query`. Batched rows may differ from single ones in the last float bits."""
+        fresh = [q for q in dict.fromkeys(questions) if q not in self._cache]
+        vectors = self.embed(fresh, progress=False)
+        with self._lock:
+            self._cache_size = max(self._cache_size, len(self._cache) + len(fresh))
+            for question, vector in zip(fresh, vectors, strict=True):
+                row = vector[None, :].copy()
+                row.setflags(write=False)
+                self._cache[question] = row
+
     def clear_query_cache(self) -> None:
         """Forget every cached query vector, so the next questions are embedded again (timed)."""
         with self._lock:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from qa.loaders import MAX_ID_CHARS, id_problem
 from qa.settings import Mode, Settings
-from qa.types import DocumentRow, Passage
+from qa.types import Answer, DocumentRow, Passage
 
 MAX_TITLE_CHARS = 1000
 
@@ -53,12 +53,22 @@ class PassageOut(BaseModel):
     citation: CitationOut
     highlight: HighlightOut | None = None
     confidence: float | None = Field(
-        None, description="Chance, in [0, 1], that this passage answers the question."
+        None, description="Estimated probability, in [0, 1], that this passage answers the "
+        "question."
     )
+
+
+class AnswerOut(BaseModel):
+    found: bool = Field(description="Whether the passages hold an answer: `confidence` is at "
+                        "least `threshold` (QA_MIN_CONFIDENCE). Passages are returned either way.")
+    confidence: float = Field(description="Estimated probability, in [0, 1], that the first "
+                              "passage answers the question.")
+    threshold: float = Field(description="The confidence an answer needs (QA_MIN_CONFIDENCE).")
 
 
 class AskResponse(BaseModel):
     question: str
+    answer: AnswerOut
     passages: list[PassageOut]
     took_ms: float
 
@@ -208,9 +218,12 @@ def passage_out(p: Passage) -> PassageOut:
     )
 
 
-def ask_response(question: str, passages: list[Passage], took_ms: float) -> AskResponse:
-    return AskResponse(question=question, passages=[passage_out(p) for p in passages],
-                       took_ms=round(took_ms, 2))
+def ask_response(question: str, passages: list[Passage], answer: Answer, took_ms: float
+                 ) -> AskResponse:
+    return AskResponse(question=question,
+                       answer=AnswerOut(found=answer.found, confidence=answer.confidence,
+                                        threshold=answer.threshold),
+                       passages=[passage_out(p) for p in passages], took_ms=round(took_ms, 2))
 
 
 def document_summary(row: DocumentRow) -> DocumentSummary:

@@ -20,7 +20,7 @@ from qa.api.schemas import (
     document_out,
     document_summary,
 )
-from qa.retrieval import retrieve
+from qa.retrieval import answer_of, retrieve
 from qa.settings import Settings
 
 
@@ -39,7 +39,8 @@ def search_router(settings: Settings) -> APIRouter:
         question = body.question.strip()  # type: ignore[attr-defined]
         # `retrieve` refuses a blank question (422), so the rule lives in one place.
         passages = retrieve(collection, question, body.k, body.mode)  # type: ignore[attr-defined]
-        return ask_response(question, passages, (time.perf_counter() - started) * 1000)
+        return ask_response(question, passages, answer_of(passages, settings.min_confidence),
+                            (time.perf_counter() - started) * 1000)
 
     @router.get("/documents", response_model=DocumentPage, tags=["documents"])
     def list_documents(
