@@ -46,6 +46,17 @@ class QAGroup(click.Group):
             fail(exc.detail)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except OSError as exc:  # a path the operator gave: missing, not a folder, no access
+            from qa.loaders import shown
+
+            where = f"{shown(str(exc.filename))}: " if exc.filename is not None else ""
+            fail(f"{where}{exc.strerror or exc}")
+
+
+def check_index_dir(settings: Any) -> None:
+    """An index is a folder: say so plainly when --index names a file."""
+    if settings.index_dir.exists() and not settings.index_dir.is_dir():
+        fail(f"--index {settings.index_dir} is a file, not an index folder", 2)
 
 
 index_option = click.option(
@@ -73,6 +84,9 @@ def cli() -> None:
 @click.option("--prune", is_flag=True, help="Remove documents whose files are gone.")
 @click.option("--force", is_flag=True, help="Re-embed even unchanged documents.")
 @click.option("--rebuild", is_flag=True, help="Delete the index first and build it anew.")
+@click.option("--follow-links", is_flag=True,
+              help="Follow symbolic links found in folders, if they stay inside the paths "
+              "given (by default they are reported and skipped).")
 @click.option("--print-ids", is_flag=True,
               help="Print each document id on stdout once its group is committed.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
@@ -80,7 +94,7 @@ def cli() -> None:
               help="Embed with Ray Data: a small local Ray, or the cluster at ADDRESS "
               "(give it as --ray=ADDRESS, after the paths). Needs the `ray` extra.")
 def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: bool,
-          rebuild: bool, print_ids: bool, ray_address: str | None) -> None:
+          rebuild: bool, follow_links: bool, print_ids: bool, ray_address: str | None) -> None:
     """Index files and folders (.txt, .md, .html, .pdf, .docx), recursively; unchanged files
     are skipped, and a file that cannot be read is reported while the rest are indexed.
 
@@ -93,6 +107,7 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
     from qa.indexing import index_paths
 
     settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
     if rebuild:
         from qa.collection import remove_index
 
@@ -104,10 +119,12 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
 
             summary = index_paths_on_ray(
                 collection, list(paths), settings, prune=prune, force=force,
+                follow_links=follow_links,
                 address=None if ray_address == "local" else ray_address,
                 on_commit=print_committed if print_ids else None)
         else:
             summary = index_paths(collection, list(paths), prune=prune, force=force,
+                                  follow_links=follow_links,
                                   on_commit=print_committed if print_ids else None)
     finally:
         collection.close()
@@ -152,6 +169,7 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
     from qa.retrieval import retrieve
 
     settings = build_settings(index_dir=index_dir, mode=mode)
+    check_index_dir(settings)
     k = settings.default_k if k is None else k
     if not 1 <= k <= settings.max_k:
         fail(f"-k must be between 1 and {settings.max_k}", 2)
@@ -159,6 +177,9 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
         fail(f"question is longer than {settings.max_question_chars} characters", 2)
     if not question.strip():
         raise InvalidInput("question must not be empty or only whitespace")
+    if any("\udc80" <= c <= "\udcff" for c in question):  # argv bytes that were not UTF-8
+        fail("question is not valid UTF-8; check the terminal's encoding (e.g. LANG=C.UTF-8)",
+             2)
     collection = Collection.open(settings, load_embedder(settings))
     started = time.perf_counter()
     passages = retrieve(collection, question, k, settings.mode)
@@ -209,6 +230,7 @@ def check(index_dir: Path | None) -> None:
     from qa.collection import Collection
 
     settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
     collection = Collection.open(settings, load_embedder(settings))
     report = collection.check()
     collection.close()

@@ -117,11 +117,12 @@ def embed_texts_on_ray(texts: list[str], *, model: str | None, device: str = "cp
 
 def index_paths_on_ray(collection: Collection, paths: list[Path], settings: Settings, *,
                        address: str | None = None, prune: bool = False, force: bool = False,
+                       follow_links: bool = False,
                        on_commit: Callable[[list[str]], None] | None = None) -> IndexSummary:
     """`index_paths`, with the embedding done by Ray Data; same chunks, same ids, same summary."""
     started = time.perf_counter()
     summary = IndexSummary()
-    documents = list(load_documents(paths, summary))
+    documents = list(load_documents(paths, summary, follow_links=follow_links))
     todo = [(d, collection.chunk(d)) for d in collection.needs_embedding(documents, force=force)]
     texts = [c.text for _, chunks in todo for c in chunks]
     vectors: dict[str, npt.NDArray[np.float32]] = {}

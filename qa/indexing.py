@@ -8,6 +8,7 @@ decided by `Collection.add`.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from qa.collection import Collection, WriteReport
 from qa.errors import DocumentNotFound, QAError
-from qa.loaders import iter_files, load_file
+from qa.loaders import Refused, load_file, shown, walk_files
 from qa.types import Document
 
 # Documents are committed in groups: big enough to batch the encoder well, small enough that a
@@ -47,29 +48,50 @@ class IndexSummary:
         self.embedded += report.embedded
 
 
-def load_or_record(path: Path, summary: IndexSummary) -> Document | None:
-    """The file's document, or None with its one-line error recorded in `summary`."""
+def load_or_record(path: Path, summary: IndexSummary, *, follow_link: bool = True
+                   ) -> Document | None:
+    """The file's document, or None with its one-line error recorded in `summary`.
+
+    Any failure is that file's failure: one hostile or broken file (or a bug it trips) costs
+    that file, never the run. Only interrupts and exhausted memory stop the run.
+    """
+    name = shown(str(path))
     try:
-        if not path.exists():
-            raise QAError(f"{path}: no such file or folder")
-        return load_file(path)
+        if not os.path.lexists(path):
+            raise QAError(f"{name}: no such file or folder")
+        return load_file(path, follow_link=follow_link)
     except QAError as exc:
-        summary.errors.append((str(path), exc.detail))
+        summary.errors.append((name, exc.detail))
     except OSError as exc:
-        summary.errors.append((str(path), f"{path}: {exc.strerror or exc}"))
+        summary.errors.append((name, f"{name}: {exc.strerror or exc}"))
+    except MemoryError:
+        raise
+    except Exception as exc:  # a bug a file trips: name the file, keep the run going
+        detail = " ".join(str(exc).split())[:200] or "no detail"
+        summary.errors.append((name, f"{name}: could not be loaded "
+                                     f"({type(exc).__name__}: {shown(detail)})"))
     return None
 
 
-def load_documents(paths: list[Path], summary: IndexSummary, *,
-                   progress: bool = False) -> Iterator[Document]:
-    """Every supported file under `paths` as a Document; failures go to `summary.errors`."""
+def load_documents(paths: list[Path], summary: IndexSummary, *, progress: bool = False,
+                   follow_links: bool = False) -> Iterator[Document]:
+    """Every supported file under `paths` as a Document; failures go to `summary.errors`.
+
+    Links named on the command line are followed; links found in folders only with
+    `follow_links` (and then only within `paths`, see `walk_files`).
+    """
     from tqdm import tqdm
 
-    files = list(iter_files(paths))
+    named = set(paths)
+    files = list(walk_files(paths, follow_links=follow_links))
     with tqdm(total=len(files), unit="file", disable=not progress, desc="indexing") as bar:
         for path in files:
             bar.update(1)
-            document = load_or_record(path, summary)
+            if isinstance(path, Refused):
+                summary.errors.append((shown(str(path.path)), path.reason))
+                continue
+            document = load_or_record(path, summary,
+                                      follow_link=follow_links or path in named)
             if document is not None:
                 yield document
 
@@ -94,6 +116,7 @@ def index_paths(
     *,
     prune: bool = False,
     force: bool = False,
+    follow_links: bool = False,
     progress: bool | None = None,
     on_commit: Callable[[list[str]], None] | None = None,
 ) -> IndexSummary:
@@ -109,8 +132,10 @@ def index_paths(
             seen.add(document.id)
             yield document
 
-    for group in commit_groups(remembered(load_documents(paths, summary, progress=progress))):
-        summary.record(collection.add(group, force=force, progress=False))
+    documents = load_documents(paths, summary, progress=progress, follow_links=follow_links)
+    for group in commit_groups(remembered(documents)):
+        # A big document embeds for minutes: its own bar on a terminal, quiet otherwise.
+        summary.record(collection.add(group, force=force, progress=progress))
         if on_commit:
             on_commit([d.id for d in group])
     if prune:

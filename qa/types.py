@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+# A document's text is one transaction of chunks; 4M characters is ~6,000 chunks (a long book).
+MAX_TEXT_CHARS = 4_000_000
+
 
 @dataclass(frozen=True)
 class Section:

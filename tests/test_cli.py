@@ -47,6 +47,9 @@ def test_index_then_ask_json_prints_the_http_body(seed_docs: Path, tmp_path: Pat
         (("ask", "anything", "--index", "nowhere"), "no index at nowhere"),
         (("ask", "anything", "-k", "0"), "-k must be between 1 and"),
         (("ask", "   "), "question must not be empty"),
+        (("ask", os.fsdecode(b"\xff")), "question is not valid UTF-8"),
+        (("ask", "anything", "--index", "/etc/passwd"), "--index /etc/passwd is a file"),
+        (("index", "notes", "--index", "/etc/passwd"), "--index /etc/passwd is a file"),
     ],
 )
 def test_errors_are_one_line_and_a_non_zero_exit(tmp_path: Path, args: tuple[str, ...],
@@ -78,5 +81,68 @@ def test_reindex_stores_a_front_matter_change_without_re_embedding(tmp_path: Pat
     stored = Collection.open(Settings(index_dir=tmp_path / "idx"))
     try:
         assert stored.get_document(document_id).metadata == {"tag": "b"}
+    finally:
+        stored.close()
+
+
+@pytest.mark.slow
+def test_hostile_files_each_cost_one_error_line_and_the_good_ones_are_stored(
+        tmp_path: Path) -> None:
+    docs, outside = tmp_path / "docs", tmp_path / "outside"
+    docs.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_text("The vault code is 0000.", "utf-8")
+    good = {
+        "tides.md": "---\ntags: [sea]\n---\n# Tides\n\nThe tide rose 40 cm at noon.\n",
+        "long-line.txt": "The harbour wall is old. " * 4000,  # one 100 KB line
+        "x.txt/inside.txt": "A folder named x.txt is walked like any folder.",
+    }
+    aliases = "".join(f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n"
+                      for p, n in zip("abcdef", "bcdefg", strict=True))
+    bad: dict[str, str | bytes] = {
+        "binary-tag.md": "---\nblob: !!binary aGVsbG8=\n---\nbody\n",
+        "set-tag.md": "---\ntags: !!set {a, b}\n---\nbody\n",
+        "python-tag.md": "---\nx: !!python/object/apply:os.system [ls]\n---\nbody\n",
+        "deep.md": "---\nd: " + "[" * 3000 + "]" * 3000 + "\n---\nbody\n",
+        "bomb.md": "---\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + aliases + "---\nbody\n",
+        "list-front-matter.md": "---\n- a\n- b\n---\nbody\n",
+        "late-nul.txt": b"a" * 9000 + b"\x00tail",
+        "empty.txt": b"",
+        "fake.pdf": b"\x7fELF\x02\x01\x01 not a pdf at all",
+        os.fsdecode(b"bad\xffname.txt"): "body",
+        "right\u202etxt.md": "body",
+        "zero\u200bwidth.txt": "body",
+    }
+    for name, content in {**good, **bad}.items():
+        path = docs / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    links = {"innocent.txt": outside / "secret.txt", "status.txt": Path("/proc/self/status"),
+             "zero.txt": Path("/dev/zero"), "dangling.txt": tmp_path / "gone.txt"}
+    for name, target in links.items():
+        (docs / name).symlink_to(target)
+    os.mkfifo(docs / "pipe.txt")
+
+    result = qa("index", "docs", "--index", "idx", cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(lines) == len(errors) + 1, "one line per bad file, then the summary"
+    failed = len(bad) + len(links) + 1  # and the FIFO
+    assert len(errors) == failed
+    assert f"{len(good)} added" in lines[-1] and f"{failed} failed" in lines[-1]
+    for name in [*bad, *links, "pipe.txt"]:
+        shown = os.fsencode(name).decode("utf-8", "backslashreplace").encode(
+            "ascii", "backslashreplace").decode("ascii")
+        assert sum(shown in line for line in errors) == 1, name
+
+    from qa.collection import Collection
+    from qa.settings import Settings
+
+    stored = Collection.open(Settings(index_dir=tmp_path / "idx"))
+    try:
+        assert sorted(stored.sources()) == sorted(f"docs/{name}" for name in good)
     finally:
         stored.close()

@@ -76,6 +76,15 @@ def test_unchanged_documents_cost_no_embedding(built_index: Collection, seed_doc
     assert embedder.calls == calls
 
 
+def test_indexing_with_progress_shows_the_embedding_bar_and_is_quiet_without(
+        collection: Collection, seed_docs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index_paths(collection, [seed_docs], progress=False)
+    assert capsys.readouterr().err == ""
+    index_paths(collection, [seed_docs], force=True, progress=True)
+    shown = capsys.readouterr().err
+    assert "indexing" in shown and "Batches" in shown  # files, then the embedding itself
+
+
 def test_deleting_an_unknown_document_is_not_found(built_index: Collection) -> None:
     with pytest.raises(DocumentNotFound):
         built_index.delete("missing")
