@@ -11,16 +11,16 @@ import datetime as dt
 import io
 import logging
 import re
+import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from qa.errors import InvalidInput, UnsupportedFile
-from qa.types import Parsed, Section
+from qa.types import MAX_TEXT_CHARS, Parsed, Section
 
 if TYPE_CHECKING:
     from docx.document import Document as DocxDocument
-    from docx.styles.style import ParagraphStyle
     from lxml.etree import _Element
 
 BLOCK_SEPARATOR = "\n\n"
@@ -28,12 +28,18 @@ _HEADING_STYLE = re.compile(r"^heading\s*([1-9])$", re.I)
 # Trafilatura's last-resort fallback can hand back raw page elements; these are never content.
 _PAGE_CHROME = frozenset({"nav", "header", "footer", "aside", "script", "style", "form", "menu"})
 _CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # OLE2: encrypted OOXML and legacy .doc
+# A DOCX is a zip: 65 KB can hold 8 MB of XML. Caps on what unzipping may cost, checked on the
+# zip's directory before anything is inflated (images included in the total, not the XML).
+MAX_DOCX_XML_BYTES = 32 * 1024 * 1024
+MAX_DOCX_UNZIPPED_BYTES = 256 * 1024 * 1024
 
 
 class TextBuilder:
-    """Appends blocks and headings; each heading (or page) opens a new section."""
+    """Appends blocks and headings; each heading (or page) opens a new section. Stops with a
+    clear error once the text passes MAX_TEXT_CHARS, before a hostile file costs more."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._parts: list[str] = []
         self._length = 0
         self._sections: list[Section] = []
@@ -54,6 +60,9 @@ class TextBuilder:
             self._length += len(BLOCK_SEPARATOR)
         self._parts.append(text)
         self._length += len(text)
+        if self._length > MAX_TEXT_CHARS:
+            raise InvalidInput(f"{self._name}: text is over the {MAX_TEXT_CHARS:,}-character "
+                               "limit for one document; split it")
 
     def add_heading(self, level: int, title: str) -> None:
         title = " ".join(title.split())
@@ -110,7 +119,7 @@ def parse_html(data: bytes, name: str) -> Parsed:
     # as_dict=False (the default) gives a Document; the dict branch is for the type checker.
     if extracted is None or isinstance(extracted, dict) or extracted.body is None:
         raise InvalidInput(f"{name}: no main text found in the HTML")
-    builder = TextBuilder()
+    builder = TextBuilder(name)
     _walk_html(extracted.body, builder)
     text, sections = builder.build()
     if not text.strip():
@@ -181,7 +190,7 @@ def parse_pdf(data: bytes, name: str) -> Parsed:
         raise
     except Exception as exc:  # pypdf raises many types on malformed files; each is a bad file
         raise InvalidInput(f"{name}: corrupt or unreadable PDF ({_first_line(exc)})") from None
-    builder = TextBuilder()
+    builder = TextBuilder(name)
     for number, page_text in enumerate(pages, start=1):
         if page_text.strip():
             builder.start_page(number)
@@ -278,8 +287,9 @@ def parse_docx(data: bytes, name: str) -> Parsed:
             "save it as an unencrypted .docx"
         )
     try:
+        _check_docx_sizes(data, name)
         document = docx.Document(io.BytesIO(data))
-        builder = TextBuilder()
+        builder = TextBuilder(name)
         for kind, level, text in _docx_blocks(document):
             if kind == "heading":
                 builder.add_heading(level, text)
@@ -287,6 +297,8 @@ def parse_docx(data: bytes, name: str) -> Parsed:
                 builder.add_block(text)
         props = document.core_properties
         title, created, author = props.title, props.created, props.author
+    except (InvalidInput, UnsupportedFile):
+        raise
     except Exception as exc:  # zip, XML and package errors all mean a damaged file
         raise InvalidInput(f"{name}: corrupt or unreadable DOCX ({_first_line(exc)})") from None
     text, sections = builder.build()
@@ -300,19 +312,69 @@ def parse_docx(data: bytes, name: str) -> Parsed:
     return Parsed(text=text, metadata=meta, sections=sections, title=(title or "").strip() or None)
 
 
+def _check_docx_sizes(data: bytes, name: str) -> None:
+    """Refuse a DOCX whose members would inflate past the caps (the zip's sizes are what
+    zipfile lets each member inflate to, so checking them bounds the work)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = archive.infolist()
+    xml = sum(m.file_size for m in members if m.filename.endswith((".xml", ".rels")))
+    total = sum(m.file_size for m in members)
+    if xml > MAX_DOCX_XML_BYTES or total > MAX_DOCX_UNZIPPED_BYTES:
+        raise InvalidInput(
+            f"{name}: DOCX unzips to {total:,} bytes ({xml:,} of XML), over the limits of "
+            f"{MAX_DOCX_UNZIPPED_BYTES:,} bytes and {MAX_DOCX_XML_BYTES:,} bytes of XML"
+        )
+
+
 def _docx_blocks(document: DocxDocument) -> Iterator[tuple[str, int, str]]:
     """("heading", level, text) or ("block", 0, text) in the order they appear in the body."""
     from docx.table import Table
 
+    levels, default_level = _heading_levels(document)
     for item in document.iter_inner_content():
         if isinstance(item, Table):
             yield "block", 0, "\n".join(_table_rows(item))
             continue
-        level = _heading_level(item.style)
+        # `item.style` would search every style per paragraph (32 s on an 8 MB body); the
+        # paragraph's style id and a table made once per document cost nothing.
+        style_id = item._p.style
+        level = levels.get(style_id, default_level) if style_id else default_level
         if level:
             yield "heading", level, item.text
         else:
             yield "block", 0, item.text
+
+
+def _heading_levels(document: DocxDocument) -> tuple[dict[str, int], int]:
+    """Each paragraph style id → its heading level (0: not a heading), and the level of the
+    default paragraph style. A "Heading N" style, or one based on it, is a level-N heading."""
+    from docx.enum.style import WD_STYLE_TYPE
+
+    named: dict[str, tuple[str, str | None]] = {}
+    default_id: str | None = None
+    for element in document.styles.element.style_lst:
+        if element.type != WD_STYLE_TYPE.PARAGRAPH or element.styleId is None:
+            continue
+        named.setdefault(element.styleId, (element.name_val or "", element.basedOn_val))
+        if element.default and default_id is None:
+            default_id = element.styleId
+    levels: dict[str, int] = {}
+    for style_id in named:
+        chain: list[str] = []
+        current: str | None = style_id
+        level = 0
+        while current in named and current not in chain and current not in levels:
+            chain.append(current)
+            style_name, current = named[current]
+            match = _HEADING_STYLE.match(style_name)
+            if match:
+                level = int(match.group(1))
+                break
+        else:
+            level = levels.get(current, 0) if current is not None else 0
+        for seen in chain:  # every style on the walked chain shares the level found
+            levels[seen] = level
+    return levels, levels.get(default_id, 0) if default_id else 0
 
 
 def _table_rows(table: Any) -> Iterable[str]:
@@ -328,16 +390,6 @@ def _table_rows(table: Any) -> Iterable[str]:
         line = " | ".join(cells)
         if line.strip(" |"):
             yield line
-
-
-def _heading_level(style: ParagraphStyle | None) -> int:
-    """A "Heading N" style, or a custom style based on one, is a level-N heading."""
-    while style is not None:
-        match = _HEADING_STYLE.match(style.name or "")
-        if match:
-            return int(match.group(1))
-        style = style.base_style
-    return 0
 
 
 def _first_line(exc: BaseException) -> str:

@@ -24,11 +24,12 @@ from qa.cli import cli
 from qa.collection import Collection
 from qa.embedding import Embedder
 from qa.errors import InvalidInput, UnsupportedFile
+from qa.formats import MAX_DOCX_XML_BYTES, TextBuilder
 from qa.indexing import IndexSummary, index_paths
 from qa.loaders import document_id_for, load_file
 from qa.retrieval import retrieve
 from qa.settings import Settings
-from qa.types import Document, Passage
+from qa.types import MAX_TEXT_CHARS, Document, Passage
 
 # -- files made by the tests -------------------------------------------------------------------
 
@@ -275,6 +276,57 @@ def test_docx_tables_are_kept_in_body_order(tmp_path: Path) -> None:
     row = doc.text.index("Schedule | Nightly\nKept for | 30 days")
     backups = doc.section_at(row)
     assert backups is not None and backups.heading_path == ("Backups",)
+
+
+def test_docx_styles_are_resolved_once_per_document_not_per_paragraph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """python-docx's `paragraph.style` searches every style: 32 s for an 8 MB body."""
+    from docx.enum.style import WD_STYLE_TYPE
+    from docx.styles.styles import Styles
+
+    lookups = 0
+    real = Styles.get_by_id
+
+    def counted(self: Styles, *args: object) -> object:
+        nonlocal lookups
+        lookups += 1
+        return real(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Styles, "get_by_id", counted)
+    document = docx.Document()
+    custom = document.styles.add_style("Chapter", WD_STYLE_TYPE.PARAGRAPH)
+    custom.base_style = document.styles["Heading 1"]
+    document.add_paragraph("Tides", style="Chapter")
+    for n in range(200):
+        document.add_paragraph(f"Paragraph {n} about the tide.")
+    out = io.BytesIO()
+    document.save(out)
+    lookups = 0
+    doc = load_file(write(tmp_path / "long.docx", out.getvalue()))
+    assert lookups <= 2
+    tail = doc.section_at(doc.text.index("Paragraph 199"))
+    assert tail is not None and tail.heading_path == ("Tides",)  # a style based on Heading 1
+
+
+def test_docx_that_unzips_past_the_cap_is_refused_before_parsing(tmp_path: Path) -> None:
+    import zipfile
+
+    packed = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(make_docx())) as source, \
+            zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as target:
+        for member in source.infolist():
+            target.writestr(member, source.read(member))
+        target.writestr("customXml/item9.xml", b" " * (MAX_DOCX_XML_BYTES + 1))
+    assert len(packed.getvalue()) < 200_000
+    with pytest.raises(InvalidInput, match="bomb.docx: DOCX unzips to .* over the limits"):
+        load_file(write(tmp_path / "bomb.docx", packed.getvalue()))
+
+
+def test_extracted_text_stops_at_the_per_document_cap() -> None:
+    builder = TextBuilder("big.html")
+    with pytest.raises(InvalidInput, match="big.html: text is over the 4,000,000-character"):
+        for _ in range(MAX_TEXT_CHARS // 1000 + 1):
+            builder.add_block("x" * 1000)
 
 
 # -- bad files ---------------------------------------------------------------------------------
