@@ -133,7 +133,7 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
     click.echo(
         f"{summary.files} files: {summary.added} added, {summary.replaced} replaced, "
         f"{summary.unchanged} unchanged, {summary.pruned} pruned, {len(summary.errors)} failed; "
-        f"{summary.chunks} chunks embedded in {summary.seconds:.2f}s"
+        f"{summary.embedded} chunks embedded in {summary.seconds:.2f}s"
         + (" (nothing to embed: all unchanged)" if summary.embedded == 0 and summary.unchanged
            else ""),
         err=True,
@@ -166,7 +166,7 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
     from qa.api.schemas import ask_response
     from qa.collection import Collection
     from qa.errors import InvalidInput
-    from qa.retrieval import retrieve
+    from qa.retrieval import answer_of, retrieve
 
     settings = build_settings(index_dir=index_dir, mode=mode)
     check_index_dir(settings)
@@ -183,19 +183,25 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
     collection = Collection.open(settings, load_embedder(settings))
     started = time.perf_counter()
     passages = retrieve(collection, question, k, settings.mode)
-    body = ask_response(question.strip(), passages, (time.perf_counter() - started) * 1000)
+    answer = answer_of(passages, settings.min_confidence)
+    body = ask_response(question.strip(), passages, answer,
+                        (time.perf_counter() - started) * 1000)
     collection.close()
     if as_json:
         click.echo(json.dumps(body.model_dump(mode="json"), ensure_ascii=False))
         return
     if not passages:
         click.echo("No passages found.")
+    elif not answer.found:
+        click.secho(f"No passage in the index seems to answer this (confidence "
+                    f"{answer.confidence:.2f}). Closest passages:", fg="yellow")
+        click.echo()
     for p in passages:
         c = p.citation
         click.secho(f"{p.rank}. {c.title}", bold=True, nl=False)
         click.echo(f"  [{c.document_id} {c.start}:{c.end}]  score {p.score:.3f}"
                    + (f"  confidence {p.confidence:.2f}" if p.confidence is not None else ""))
-        if p.highlight:
+        if p.highlight and answer.found:  # a sentence is shown as an answer only if found
             click.secho(f"   » {p.highlight.text}", fg="green")
         click.echo("   " + " ".join(p.text.split())[:600])
         click.echo()
