@@ -1,20 +1,29 @@
-"""What a request meets before a route: the body-size limit, the /ask rate limit, write keys."""
+"""What a request meets before a route: the body limits, the /ask rate limit, write keys."""
 
 # No `from __future__ import annotations`: FastAPI reads `WriteAccess.__call__`'s signature.
 
 import hmac
 import math
+import re
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qa.api.problems import error_response
-from qa.errors import Forbidden, PayloadTooLarge, RateLimited, Unauthorized
+from qa.errors import Forbidden, InvalidInput, PayloadTooLarge, RateLimited, Unauthorized
+from qa.loaders import MAX_METADATA_DEPTH
+
+# Deepest JSON body accepted: room for the deepest valid one (a batch item's metadata sits two
+# levels down) with slack, far below where `json.loads` or pydantic would recurse too deep.
+MAX_BODY_DEPTH = 2 * MAX_METADATA_DEPTH
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
                     description="A key from QA_API_KEYS, as `Authorization: Bearer <key>`.")
@@ -72,8 +81,23 @@ class AskRateLimit:
                           f"retry in {retry_after} s (QA_ASK_RATE_LIMIT)", retry_after)
 
 
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in `raw`, counted without parsing (nothing recurses):
+    drop the strings, keep the brackets, and take the running count's peak."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_A_BRACKET)
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = ((codes == ord("[")) | (codes == ord("{"))).astype(np.int8) * 2 - 1
+    return int(np.cumsum(steps, dtype=np.int32).max(initial=0))
+
+
+def is_json(scope: Scope) -> bool:
+    value = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+    return value == b"application/json" or value.endswith(b"+json")
+
+
 class BodyLimitMiddleware:
-    """Refuses a body over `max_bytes` (413) before the app reads any of it.
+    """Refuses a body over `max_bytes` (413) before the app reads any of it, and a JSON body
+    nested deeper than MAX_BODY_DEPTH (422) before anything parses it.
 
     It must answer itself: an error raised here would miss the app's exception handlers, and
     one raised while FastAPI reads a body becomes a 400. So it renders the 413 itself, with the
@@ -108,6 +132,13 @@ class BodyLimitMiddleware:
                 return
             if not message.get("more_body", False):
                 break
+        if is_json(scope):
+            depth = json_depth(b"".join(m.get("body", b"") for m in buffered))
+            if depth > MAX_BODY_DEPTH:
+                await error_response(InvalidInput(
+                    f"JSON body is nested {depth} levels deep; at most {MAX_BODY_DEPTH} "
+                    f"(metadata: {MAX_METADATA_DEPTH})"))(scope, receive, send)
+                return
         pending = iter(buffered)
 
         async def replay() -> Message:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from qa.loaders import MAX_ID_CHARS, id_problem
+from qa.loaders import MAX_ID_CHARS, id_problem, metadata_problem
 from qa.settings import Mode, Settings
 from qa.types import Answer, DocumentRow, Passage
 
@@ -157,7 +156,8 @@ class DocumentFields(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _clean_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
-        problem = text_problem(json.dumps(value, ensure_ascii=False), "metadata")
+        # The values themselves, not their JSON: `json.dumps` escapes a NUL as \u0000.
+        problem = metadata_problem(value)
         if problem:
             raise ValueError(problem)
         return value
