@@ -108,11 +108,9 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
 
     settings = build_settings(index_dir=index_dir)
     check_index_dir(settings)
-    if rebuild:
-        from qa.collection import remove_index
-
-        remove_index(settings.index_dir)
-    collection = Collection.open(settings, load_embedder(settings), create=True)
+    # --rebuild refuses while a server (or any process) has the index open: see lock_index.
+    collection = Collection.open(settings, load_embedder(settings), create=True,
+                                 rebuild=rebuild)
     try:
         if ray_address is not None:
             from qa.distributed import index_paths_on_ray

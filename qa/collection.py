@@ -4,10 +4,12 @@ Layout of an index directory:
     manifest.json    model, dimension and chunker the index was built with (written once)
     qa.sqlite3       documents, chunks, embeddings, keyword index (the source of truth)
     vectors.faiss    snapshot of the vectors for fast opening; reconciled with SQLite at open
+    qa.lock          advisory lock: shared by every open collection, exclusive by a rebuild
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -22,7 +24,7 @@ import numpy.typing as npt
 
 from qa.chunking import ENCODING, split_document
 from qa.embedding import Embedder, model_name
-from qa.errors import DocumentNotFound, IndexMismatch, IndexNotFound
+from qa.errors import DocumentNotFound, IndexBusy, IndexMismatch, IndexNotFound
 from qa.settings import Settings
 from qa.store import SCHEMA_VERSION, Store
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
@@ -31,6 +33,7 @@ from qa.vectors import VectorIndex
 MANIFEST = "manifest.json"
 DATABASE = "qa.sqlite3"
 SNAPSHOT = "vectors.faiss"
+LOCK = "qa.lock"  # never deleted: a new file would be a new lock beside one still held
 
 
 @dataclass(frozen=True)
@@ -97,49 +100,70 @@ class Collection:
         self._vectors = VectorIndex(manifest.dimension)
         self._seen_version = -1
         self._dirty = False
+        self._lock_fd: int | None = None  # see lock_index; released by close
 
     # -- opening -----------------------------------------------------------------------------
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None, *,
-             create: bool = False) -> Collection:
+             create: bool = False, rebuild: bool = False) -> Collection:
         """Open (or with `create`, make) the index in `settings.index_dir`.
 
         Refuses an index built with another model or dimension; repairs a snapshot that
-        disagrees with SQLite.
+        disagrees with SQLite. `rebuild` deletes the index first and makes it anew, refusing
+        while any other process has it open.
         """
         directory = settings.index_dir
         manifest_path = directory / MANIFEST
         wanted_model = embedder.name if embedder else model_name(settings.model)
-        if manifest_path.exists():
-            manifest = Manifest.from_dict(json.loads(manifest_path.read_text("utf-8")))
-            if manifest.model != wanted_model or (
-                embedder is not None and manifest.dimension != embedder.dimension
-            ):
-                raise IndexMismatch(
-                    f"index {directory} was built with model {manifest.model!r} "
-                    f"(dimension {manifest.dimension}) but settings ask for {wanted_model!r}"
-                    f"{f' (dimension {embedder.dimension})' if embedder else ''}; "
-                    "rebuild it with `qa index --rebuild` or set QA_MODEL to match"
-                )
-        elif create:
-            if embedder is None:
-                raise IndexNotFound(f"no index at {directory}, and no model to build one")
+        if rebuild:
             directory.mkdir(parents=True, exist_ok=True)
-            manifest = Manifest(embedder.name, embedder.dimension, settings.chunk_tokens,
-                                settings.chunk_overlap)
-            _write_atomic(manifest_path, json.dumps(manifest.to_dict(), indent=2) + "\n")
+            # Held exclusively until this collection closes: a half-built index is no one's.
+            lock = lock_index(directory, exclusive=True)
+            remove_index(directory)
+            create = True
+        elif manifest_path.exists() or create:
+            if create:
+                directory.mkdir(parents=True, exist_ok=True)
+            lock = lock_index(directory, exclusive=False)
         else:
             raise IndexNotFound(
                 f"no index at {directory}: build one with `qa index PATH` (or set QA_INDEX_DIR)"
             )
-        collection = cls(directory, Store(directory / DATABASE), manifest, embedder)
+        try:
+            if manifest_path.exists():
+                manifest = Manifest.from_dict(json.loads(manifest_path.read_text("utf-8")))
+                if manifest.model != wanted_model or (
+                    embedder is not None and manifest.dimension != embedder.dimension
+                ):
+                    raise IndexMismatch(
+                        f"index {directory} was built with model {manifest.model!r} "
+                        f"(dimension {manifest.dimension}) but settings ask for "
+                        f"{wanted_model!r}"
+                        f"{f' (dimension {embedder.dimension})' if embedder else ''}; "
+                        "rebuild it with `qa index --rebuild` or set QA_MODEL to match"
+                    )
+            else:
+                if embedder is None:
+                    raise IndexNotFound(f"no index at {directory}, and no model to build one")
+                manifest = Manifest(embedder.name, embedder.dimension, settings.chunk_tokens,
+                                    settings.chunk_overlap)
+                _write_atomic(manifest_path, json.dumps(manifest.to_dict(), indent=2) + "\n")
+            collection = cls(directory, Store(directory / DATABASE), manifest, embedder)
+        except BaseException:
+            _unlock(lock)
+            raise
+        collection._lock_fd = lock
         collection._load_snapshot()
         return collection
 
     def close(self) -> None:
-        self.save_snapshot()
-        self.store.close()
+        try:
+            self.save_snapshot()
+            self.store.close()
+        finally:
+            _unlock(self._lock_fd)
+            self._lock_fd = None
 
     def _load_snapshot(self) -> None:
         snapshot = VectorIndex.load(self.directory / SNAPSHOT, self.manifest.dimension)
@@ -353,8 +377,44 @@ def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float3
             yield None if vectors is None else vectors[i]
 
 
+def lock_index(directory: Path, *, exclusive: bool) -> int | None:
+    """Take the index's advisory lock: shared for every open collection, exclusive for a
+    rebuild. Returns the descriptor that holds it (None where no lock file can exist).
+
+    Why a lock and not build-beside-and-swap: a server holds the SQLite file open and keeps
+    writing to it, so any swap would still leave it writing to a file nobody reads again;
+    only refusing while it is open keeps acknowledged writes. flock is released by the
+    kernel when a process dies (no stale locks after a SIGKILL) and is per open file, so
+    two collections in one process count as two holders.
+    """
+    path = directory / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:  # a read-only volume: share the publisher's lock file if it left one
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise IndexBusy(
+            f"index {directory} is open by another process (a server?); stop it first"
+            if exclusive else
+            f"index {directory} is being rebuilt by another process; open it when that ends"
+        ) from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the last descriptor of the open file releases its flock
+
+
 def remove_index(directory: Path) -> None:
-    """Delete an index's own files, leaving anything else in the folder (a README) alone."""
+    """Delete an index's own files, leaving anything else in the folder (a README) and the
+    lock file (see LOCK) alone."""
     for name in (MANIFEST, SNAPSHOT, DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm"):
         (directory / name).unlink(missing_ok=True)
 

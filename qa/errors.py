@@ -44,6 +44,13 @@ class IndexMismatch(QAError):
     title = "Index does not match settings"
 
 
+class IndexBusy(QAError):
+    """Another process holds the index in a way this one cannot share (a rebuild, a server)."""
+
+    status = 409
+    title = "Index in use"
+
+
 class Unauthorized(QAError):
     """No credentials, or not a Bearer key: the client should authenticate."""
 
