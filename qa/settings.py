@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         description="Per-client limit on POST /ask, per worker process, in `limits` notation "
         "(`N/second`, `N/minute`, `N/hour`); empty turns it off.",
     )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated addresses or networks of reverse proxies whose "
+        "X-Forwarded-For/-Proto `qa serve` believes (`*`: any); none means the client is the "
+        "connecting address, so a client cannot choose its own rate-limit bucket.",
+    )
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )
@@ -91,6 +97,22 @@ class Settings(BaseSettings):
                 f"{value!r} is not a rate such as '60/minute' or '5/second'"
             ) from None
         return str(value).strip()
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        import ipaddress
+
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        for proxy in value if isinstance(value, list) else ():
+            try:
+                if proxy != "*":
+                    ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address, a network such as "
+                                 "10.0.0.0/8, or *") from None
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ import uvicorn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from qa.api import create_app  # noqa: E402
+from qa.api import create_app, server_options  # noqa: E402
 from qa.collection import Collection  # noqa: E402
 from qa.embedding import Embedder  # noqa: E402
 from qa.indexing import index_paths  # noqa: E402
@@ -74,8 +74,10 @@ class LiveServer:
     def __init__(self, settings: Settings, embedder: Embedder) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings, embedder=embedder), host="127.0.0.1",
-                                port=self.port, log_level="warning")
+        # `qa serve`'s options (which proxies to believe), on a free local port.
+        options = server_options(settings) | {"host": "127.0.0.1", "port": self.port,
+                                              "log_level": "warning"}
+        config = uvicorn.Config(create_app(settings, embedder=embedder), **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

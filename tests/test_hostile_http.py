@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import LiveServer
+from conftest import LiveServer, free_port
+from pydantic import ValidationError
 
 from qa.api.guards import MAX_BODY_DEPTH, json_depth
 from qa.collection import Collection
@@ -109,3 +116,76 @@ def test_brackets_inside_a_question_are_text_not_nesting(client: httpx.Client) -
     question = "[{" * 100 + ' "quoted" \\ who led the delegation?'
     response = client.post("/ask", json={"question": question, "k": 1})
     assert response.status_code == 200, response.text
+
+
+# -- defect 5: X-Forwarded-For ----------------------------------------------------------------
+
+
+@contextmanager
+def limited_server(tmp_path: Path, embedder: Embedder, **overrides: Any
+                   ) -> Iterator[httpx.Client]:
+    """A live server over an empty index admitting two questions a minute per client."""
+    settings = Settings(index_dir=tmp_path / "index", ask_rate_limit="2/minute", **overrides)
+    Collection.open(settings, embedder, create=True).close()
+    with LiveServer(settings, embedder) as server, httpx.Client(base_url=server.url,
+                                                                timeout=60) as http:
+        yield http
+
+
+def ask_as(client: httpx.Client, forwarded_for: str) -> httpx.Response:
+    return client.post("/ask", json={"question": "who signed the treaty?"},
+                       headers={"X-Forwarded-For": forwarded_for})
+
+
+def test_a_spoofed_x_forwarded_for_does_not_get_a_fresh_rate_limit_bucket(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    with limited_server(tmp_path, embedder) as client:
+        statuses = [ask_as(client, f"10.0.0.{n}").status_code for n in range(2)]
+        assert statuses == [200, 200]
+        assert_problem(ask_as(client, "10.0.0.99"), 429, "127.0.0.1")
+
+
+def test_forwarded_addresses_count_only_from_a_configured_proxy(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    with limited_server(tmp_path, embedder, forwarded_allow_ips="127.0.0.1") as client:
+        statuses = [ask_as(client, f"10.0.0.{n}").status_code for n in range(4)]
+        assert statuses == [200, 200, 200, 200]
+        assert [ask_as(client, "10.0.0.7").status_code for _ in range(2)] == [200, 200]
+        assert_problem(ask_as(client, "10.0.0.7"), 429, "10.0.0.7")
+
+
+def test_forwarded_allow_ips_takes_addresses_and_networks_only() -> None:
+    settings = Settings(forwarded_allow_ips="10.0.0.1, 192.168.0.0/16,*")
+    assert settings.forwarded_allow_ips == ["10.0.0.1", "192.168.0.0/16", "*"]
+    assert Settings().forwarded_allow_ips == []
+    with pytest.raises(ValidationError, match="not an IP address"):
+        Settings(forwarded_allow_ips="proxy.internal")
+
+
+@pytest.mark.slow
+def test_qa_serve_ignores_x_forwarded_for_by_default(tmp_path: Path, embedder: Embedder
+                                                     ) -> None:
+    settings = Settings(index_dir=tmp_path / "index")
+    Collection.open(settings, embedder, create=True).close()
+    port = free_port()
+    env = {**os.environ, "QA_ASK_RATE_LIMIT": "2/minute", "HF_HUB_OFFLINE": "1"}
+    env.pop("QA_FORWARDED_ALLOW_IPS", None)
+    qa = Path(sys.executable).parent / "qa"  # the installed CLI, as a user runs it
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen([str(qa), "serve", "--port", str(port), "--index",
+                                   str(settings.index_dir)], env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Application startup complete" not in log_path.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            assert [ask_as(client, f"10.1.0.{n}").status_code for n in range(2)] == [200, 200]
+            assert_problem(ask_as(client, "10.1.0.99"), 429, "127.0.0.1")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -21,7 +22,7 @@ from qa.collection import Collection
 from qa.embedding import Embedder
 from qa.settings import Settings
 
-__all__ = ["app_from_env", "create_app", "hand_over_settings", "run_server"]
+__all__ = ["app_from_env", "create_app", "hand_over_settings", "run_server", "server_options"]
 
 # Where `run_server` leaves the settings for its worker processes, whole and serialized.
 SETTINGS_VARIABLE = "_QA_WORKER_SETTINGS"  # not a setting: `run_server` sets it
@@ -76,17 +77,28 @@ def app_from_env() -> FastAPI:
     return create_app(Settings())
 
 
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for these settings.
+
+    uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise, so any local client
+    (or a proxy that passes the header through) could pick the address the rate limit counts.
+    Forwarded headers are read only from QA_FORWARDED_ALLOW_IPS.
+    """
+    trusted = settings.forwarded_allow_ips
+    return {"host": settings.host, "port": settings.port, "log_level": "info",
+            "proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
+
+
 def run_server(settings: Settings, *, workers: int = 1) -> None:
     """Serve the app on `settings.host:port`, in this process or in `workers` processes."""
     import uvicorn
 
     if workers == 1:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                    log_level="info")
+        uvicorn.run(create_app(settings), **server_options(settings))
         return
     hand_over_settings(settings)
-    uvicorn.run("qa.api:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=workers, log_level="info")
+    uvicorn.run("qa.api:app_from_env", factory=True, workers=workers,
+                **server_options(settings))
 
 
 def hand_over_settings(settings: Settings) -> None:
