@@ -81,6 +81,10 @@ class Settings(BaseSettings):
                 raw = key.get_secret_value() if isinstance(key, SecretStr) else str(key)
                 if not raw or any(c.isspace() or c == "," for c in raw):
                     raise ValueError("each API key must be non-empty, without spaces or commas")
+                if not (raw.isascii() and raw.isprintable()):
+                    # An Authorization header carries ASCII: such a key could never match.
+                    raise ValueError("each API key must be printable ASCII (a header cannot "
+                                     "carry other characters, so the key could never match)")
         return value
 
     @field_validator("ask_rate_limit", mode="before")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -189,3 +190,91 @@ def test_qa_serve_ignores_x_forwarded_for_by_default(tmp_path: Path, embedder: E
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+# -- defect 13: headers, methods, keys, types ---------------------------------------------------
+
+
+@pytest.mark.parametrize("method, path", [
+    ("GET", "/healthz"), ("GET", "/"), ("GET", "/widget.js"), ("GET", "/documents"),
+    ("GET", "/documents/missing"), ("POST", "/ask"), ("OPTIONS", "/ask"), ("HEAD", "/healthz"),
+])
+def test_every_response_says_nosniff(client: httpx.Client, method: str, path: str) -> None:
+    response = client.request(method, path, headers={"Origin": "http://elsewhere.example",
+                                                     "Access-Control-Request-Method": "POST"})
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_demo_page_may_not_be_framed_and_runs_only_its_widget(client: httpx.Client) -> None:
+    csp = client.get("/").headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+
+
+def test_the_demo_page_ignores_the_host_header(client: httpx.Client) -> None:
+    page = client.get("/", headers={"Host": "evil.example"}).text
+    assert "evil.example" not in page
+    assert 'data-endpoint="."' in page
+    assert page == client.get("/").text
+
+
+def test_the_source_page_may_not_be_framed(client: httpx.Client) -> None:
+    client.put("/documents/framed", json={"text": "A page nobody may frame."})
+    response = client.get("/source/framed")
+    assert response.status_code == 200
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_a_refused_cors_preflight_is_a_problem(client: httpx.Client) -> None:
+    refused = client.options("/ask", headers={"Origin": "http://elsewhere.example",
+                                              "Access-Control-Request-Method": "POST"})
+    body = assert_problem(refused, 400, "origin", "QA_CORS_ORIGINS")
+    assert body["title"] == "CORS preflight refused"
+    allowed = client.options("/ask", headers={"Origin": WIDGET_ORIGIN,
+                                              "Access-Control-Request-Method": "POST"})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == WIDGET_ORIGIN
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/", "/widget.js", "/documents", "/openapi.json"])
+def test_head_answers_wherever_get_does_with_no_body(client: httpx.Client, path: str) -> None:
+    get = client.get(path)
+    head = client.head(path)
+    assert head.status_code == get.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_head_is_not_a_way_around_a_missing_get(client: httpx.Client) -> None:
+    assert client.head("/ask").status_code == 405
+    assert client.head("/documents/missing").status_code == 404
+
+
+@pytest.mark.parametrize("key", ["clé-secrète", "key\x7f", "ключ"])
+def test_an_api_key_a_header_cannot_carry_is_refused_in_settings(key: str) -> None:
+    with pytest.raises(ValidationError, match="printable ASCII"):
+        Settings(api_keys=f"good-key,{key}")
+
+
+@pytest.mark.parametrize("metadata", [
+    {"a": "x\x00y"}, {"a": {"b": ["ok", "x\x00"]}}, {"a\x00": 1}, {"a": "\ud800"},
+])
+def test_nul_or_a_lone_surrogate_anywhere_in_metadata_is_refused(
+    client: httpx.Client, metadata: dict[str, Any]
+) -> None:
+    body = {"id": "nul-meta", "text": "text with odd metadata", "metadata": metadata}
+    payload = json.dumps(body).encode()  # \u0000 and \ud800 escaped, as a client sends them
+    response = client.post("/documents", content=payload,
+                           headers={"Content-Type": "application/json"})
+    assert_problem(response, 422, "metadata must not contain NUL")
+    assert client.get("/documents/nul-meta").status_code == 404
+
+
+@pytest.mark.parametrize("field, value", [
+    ("k", True), ("k", "3"), ("k", 3.0), ("question", 42), ("question", ["who?"]), ("mode", 1),
+])
+def test_ask_takes_strict_types(client: httpx.Client, field: str, value: Any) -> None:
+    body = {"question": "who signed the treaty?", "k": 3, field: value}
+    response = client.post("/ask", json=body)
+    problem = assert_problem(response, 422)
+    assert problem["errors"][0]["loc"][-1] == field

@@ -9,12 +9,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from pydantic import SecretStr
 
 from qa import __version__
 from qa.api.documents import documents_router
-from qa.api.guards import BodyLimitMiddleware
+from qa.api.guards import (
+    BodyLimitMiddleware,
+    HeadMiddleware,
+    NoSniffMiddleware,
+    ProblemCORSMiddleware,
+)
 from qa.api.pages import router as pages_router
 from qa.api.problems import declare_problem_responses, install_error_handlers
 from qa.api.search import search_router
@@ -57,11 +61,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Content-Type", "Authorization"],
         )
+    app.add_middleware(HeadMiddleware)
+    app.add_middleware(NoSniffMiddleware)  # last added, outermost: on every response
     app.include_router(search_router(settings))
     app.include_router(pages_router)
     app.include_router(documents_router(settings))

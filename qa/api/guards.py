@@ -1,4 +1,5 @@
-"""What a request meets before a route: the body limits, the /ask rate limit, write keys."""
+"""What a request meets around the routes: body limits, the /ask rate limit, write keys, CORS,
+HEAD, and the header every response carries."""
 
 # No `from __future__ import annotations`: FastAPI reads `WriteAccess.__call__`'s signature.
 
@@ -13,9 +14,12 @@ import numpy as np
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qa.api.problems import error_response
+from qa.api.problems import error_response, problem
 from qa.errors import Forbidden, InvalidInput, PayloadTooLarge, RateLimited, Unauthorized
 from qa.loaders import MAX_METADATA_DEPTH
 
@@ -145,3 +149,61 @@ class BodyLimitMiddleware:
             return next(pending, None) or await receive()
 
         await self.app(scope, replay, send)
+
+
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as problem+json like any error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        refused = problem(400, "CORS preflight refused",
+                          f"{bytes(response.body).decode()}; the origins allowed to call this "
+                          "API from a browser are set by QA_CORS_ORIGINS")
+        for name, value in response.headers.items():
+            if name not in ("content-type", "content-length"):
+                refused.headers[name] = value
+        return refused
+
+
+class HeadMiddleware:
+    """HEAD wherever GET is answered: GET's status and headers, no body (FastAPI routes answer
+    only the methods they declare, so HEAD was a 405)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
+
+
+class NoSniffMiddleware:
+    """Every response says `X-Content-Type-Options: nosniff`, so a browser takes a JSON or text
+    answer for what its Content-Type says and never guesses it to be HTML or script."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Content-Type-Options"] = "nosniff"
+            await send(message)
+
+        await self.app(scope, receive, send_marked)

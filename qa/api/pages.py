@@ -27,7 +27,13 @@ router = APIRouter(include_in_schema=False)
 WIDGET_CACHE_CONTROL = "public, max-age=3600"
 SOURCE_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
-    "base-uri 'none'; form-action 'none'"
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+# The demo runs one script, widget.js from this origin, which asks this origin; no page may
+# frame either page (clickjacking).
+DEMO_CSP = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
 Offset = Annotated[int | None, Query(ge=0)]
@@ -45,9 +51,10 @@ def widget_etag() -> str:
 
 
 @router.get("/", response_class=HTMLResponse)
-def demo_page(request: Request) -> HTMLResponse:
-    endpoint = str(request.base_url).rstrip("/")
-    return HTMLResponse(Template(widget_asset("demo.html")).substitute(endpoint=escape(endpoint)))
+def demo_page() -> HTMLResponse:
+    # The page is the same whatever the Host header says (its endpoint is relative), so a
+    # shared cache cannot be taught to serve it pointing elsewhere.
+    return HTMLResponse(widget_asset("demo.html"), headers={"Content-Security-Policy": DEMO_CSP})
 
 
 @router.get("/widget.js")

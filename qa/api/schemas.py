@@ -73,7 +73,8 @@ class AskResponse(BaseModel):
 
 
 class AskRequestBase(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: `k: true` or `k: "3"` is a client's mistake to report, not a number to guess.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def ask_request_model(settings: Settings) -> type[AskRequestBase]:

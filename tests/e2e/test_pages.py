@@ -50,12 +50,12 @@ def test_widget_script_is_javascript_with_a_cache_header(http: httpx.Client) -> 
     assert again.status_code == 304
 
 
-def test_demo_page_embeds_the_widget_with_its_own_origin(http: httpx.Client) -> None:
-    response = http.get("/")
+def test_demo_page_embeds_the_widget_with_a_relative_endpoint(http: httpx.Client) -> None:
+    response = http.get("/", headers={"Host": "attacker.example"})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    origin = str(http.base_url).rstrip("/")
-    assert f'<script src="widget.js" data-endpoint="{origin}"' in response.text
+    assert '<script src="widget.js" data-endpoint="."' in response.text
+    assert "attacker.example" not in response.text  # nothing a shared cache could keep
 
 
 def citation(http: httpx.Client) -> dict[str, object]:

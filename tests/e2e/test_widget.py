@@ -311,3 +311,19 @@ def test_examples_that_are_not_a_json_list_are_ignored(
     expect(page.locator("qa-chat button[part=example]")).to_have_count(0)
     page.locator("qa-chat").evaluate("(el) => { el.examples = ['Who hosted the talks?']; }")
     expect(page.locator("qa-chat button[part=example]")).to_have_text(["Who hosted the talks?"])
+
+
+def test_demo_page_answers_under_its_content_security_policy(page: Page, api: str) -> None:
+    violations: list[str] = []
+    page.on("console", lambda message: violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    response = page.goto(f"{api}/")
+    assert response is not None and "frame-ancestors" in response.headers[
+        "content-security-policy"]
+    page.locator("qa-chat [part=launcher]").click()
+    ask(page, QUESTION)
+    first = page.locator("qa-chat [part~=passage]").first
+    expect(first).to_be_visible(timeout=30_000)
+    href = first.locator("a[part=citation]").get_attribute("href")
+    assert href and href.startswith(f"{api}/source/")
+    assert not violations, violations
