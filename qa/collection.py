@@ -14,7 +14,7 @@ import json
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +24,13 @@ import numpy.typing as npt
 
 from qa.chunking import ENCODING, split_document
 from qa.embedding import Embedder, model_name
-from qa.errors import DocumentNotFound, IndexBusy, IndexMismatch, IndexNotFound
+from qa.errors import (
+    DocumentNotFound,
+    IndexBusy,
+    IndexMismatch,
+    IndexNotFound,
+    ReadOnlyIndex,
+)
 from qa.settings import Settings
 from qa.store import SCHEMA_VERSION, Store
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
@@ -116,6 +122,10 @@ class Collection:
         directory = settings.index_dir
         manifest_path = directory / MANIFEST
         wanted_model = embedder.name if embedder else model_name(settings.model)
+        read_only = settings.read_only or (directory.is_dir() and not _writable(directory))
+        if read_only and (create or rebuild):
+            raise ReadOnlyIndex(f"index {directory} is read-only (QA_READ_ONLY, or a read-only "
+                                "volume): it can answer questions but not be built or changed")
         if rebuild:
             directory.mkdir(parents=True, exist_ok=True)
             # Held exclusively until this collection closes: a half-built index is no one's.
@@ -125,7 +135,7 @@ class Collection:
         elif manifest_path.exists() or create:
             if create:
                 directory.mkdir(parents=True, exist_ok=True)
-            lock = lock_index(directory, exclusive=False)
+            lock = lock_index(directory, exclusive=False, read_only=read_only)
         else:
             raise IndexNotFound(
                 f"no index at {directory}: build one with `qa index PATH` (or set QA_INDEX_DIR)"
@@ -149,7 +159,8 @@ class Collection:
                 manifest = Manifest(embedder.name, embedder.dimension, settings.chunk_tokens,
                                     settings.chunk_overlap)
                 _write_atomic(manifest_path, json.dumps(manifest.to_dict(), indent=2) + "\n")
-            collection = cls(directory, Store(directory / DATABASE), manifest, embedder)
+            store = Store(directory / DATABASE, read_only=read_only)
+            collection = cls(directory, store, manifest, embedder)
         except BaseException:
             _unlock(lock)
             raise
@@ -184,9 +195,18 @@ class Collection:
             changed = self._reconcile()
         return changed
 
+    @property
+    def read_only(self) -> bool:
+        return self.store.read_only
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyIndex(f"index {self.directory} is read-only (QA_READ_ONLY, or a "
+                                "read-only volume): it answers questions but takes no writes")
+
     def _reconcile(self) -> bool:
         missing = self.store.chunks_missing_embeddings()
-        if missing and self._embedder is not None:
+        if missing and self._embedder is not None and not self.read_only:
             # Rows without vectors (a crash between steps, or ingestion elsewhere): embed only them.
             ids = [cid for cid, _ in missing]
             self.store.set_embeddings(ids, self._embedder.embed([t for _, t in missing]))
@@ -218,7 +238,7 @@ class Collection:
 
     def save_snapshot(self) -> None:
         with self._lock:
-            if self._dirty:
+            if self._dirty and not self.read_only:
                 self._vectors.save(self.directory / SNAPSHOT)
                 self._dirty = False
 
@@ -250,6 +270,7 @@ class Collection:
         the order `chunk` makes them; the rest are embedded here. A document id given twice
         is written once, as its last occurrence.
         """
+        self._check_writable()  # before any embedding is spent
         latest = {d.id: d for d in documents}
         states = self.store.document_states(list(latest))
         report = WriteReport()
@@ -288,6 +309,7 @@ class Collection:
     ) -> None:
         """Commit documents whose chunks were embedded already, as given: no change detection
         (`add` decides; benchmarks load prepared corpora through here). One transaction."""
+        self._check_writable()
         for _, chunks, vectors in items:
             if vectors is not None and vectors.shape != (len(chunks), self.manifest.dimension):
                 raise IndexMismatch(
@@ -309,6 +331,7 @@ class Collection:
             self.refresh(force=True)
 
     def delete(self, document_id: str) -> int:
+        self._check_writable()
         with self._lock:
             removed = self.store.delete_document(document_id)
             if not removed:
@@ -377,7 +400,7 @@ def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float3
             yield None if vectors is None else vectors[i]
 
 
-def lock_index(directory: Path, *, exclusive: bool) -> int | None:
+def lock_index(directory: Path, *, exclusive: bool, read_only: bool = False) -> int | None:
     """Take the index's advisory lock: shared for every open collection, exclusive for a
     rebuild. Returns the descriptor that holds it (None where no lock file can exist).
 
@@ -387,14 +410,9 @@ def lock_index(directory: Path, *, exclusive: bool) -> int | None:
     kernel when a process dies (no stale locks after a SIGKILL) and is per open file, so
     two collections in one process count as two holders.
     """
-    path = directory / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:
-        try:  # a read-only volume: share the publisher's lock file if it left one
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            return None
+    fd = _open_lock_file(directory / LOCK, create=not read_only)
+    if fd is None:
+        return None
     try:
         fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -405,6 +423,26 @@ def lock_index(directory: Path, *, exclusive: bool) -> int | None:
             f"index {directory} is being rebuilt by another process; open it when that ends"
         ) from None
     return fd
+
+
+def _open_lock_file(path: Path, *, create: bool) -> int | None:
+    if create:
+        with suppress(OSError):
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:  # a read-only index writes nothing: share the publisher's lock file if it left one
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+
+
+def _writable(directory: Path) -> bool:
+    """Whether the index folder can be written. The mount flag is asked for first because
+    root passes every permission check (os.access) yet cannot write a read-only mount."""
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        return False
+    database = directory / DATABASE
+    return os.access(directory, os.W_OK) and (not database.exists()
+                                              or os.access(database, os.W_OK))
 
 
 def _unlock(fd: int | None) -> None:

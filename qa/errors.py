@@ -51,6 +51,20 @@ class IndexBusy(QAError):
     title = "Index in use"
 
 
+class ReadOnlyIndex(QAError):
+    """The index is served read-only (QA_READ_ONLY, or its volume cannot be written)."""
+
+    status = 503
+    title = "Index is read-only"
+
+
+class StorageFull(QAError):
+    """The disk holding the index is full: the write was rolled back, nothing half-stored."""
+
+    status = 507
+    title = "Insufficient storage"
+
+
 class Unauthorized(QAError):
     """No credentials, or not a Bearer key: the client should authenticate."""
 

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         description="Confidence an answer needs to count as found (`answer.found`); below "
         "it, passages are still returned, marked as not answering.",
     )
+    read_only: bool = Field(
+        False,
+        description="Open the index read-only (a published replica): questions are answered, "
+        "writes are refused (HTTP 503), nothing in the index folder is written. Also chosen "
+        "when the folder is on a read-only mount or not writable.",
+    )
     host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `qa serve` binds.")
     cors_origins: Annotated[list[str], NoDecode] = Field(

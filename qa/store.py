@@ -9,10 +9,11 @@ here without re-embedding, and so vectors computed elsewhere can be written in d
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qa.chunking import split_sentences
-from qa.errors import DocumentNotFound
+from qa.errors import DocumentNotFound, IndexNotFound, ReadOnlyIndex, StorageFull
 from qa.text import keyword_query, porter_stem, query_words, rarest
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
 
@@ -67,19 +68,23 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row
 class Store:
     """All SQL lives here. One connection per store, guarded by a lock (FastAPI uses threads)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
+        self.read_only = read_only
         self._lock = threading.RLock()
         self._frequency: dict[str, int] = {}  # FTS5 stem → chunks holding it (see _affordable)
         self._frequency_at = 0  # chunk ids issued when those counts were taken
+        if read_only:
+            self._conn = _connect_read_only(path)
+            return
         # `timeout` is SQLite's busy timeout: a write waits this long for another's to end.
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                      timeout=BUSY_TIMEOUT_S)
-        # WAL: readers in other processes never block on, or see half of, a write.
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        with self._lock:
+        with self._lock, _storage_errors(path):
+            # WAL: readers in other processes never block on, or see half of, a write.
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.executescript(_SCHEMA)
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(chunks)")}
             if "sentences" not in columns:  # an index from before sentence spans were stored
@@ -98,15 +103,19 @@ class Store:
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         """One write transaction: committed when the block ends, rolled back if it raises.
         IMMEDIATE takes the write lock up front, so two writers queue instead of deadlocking."""
-        with self._lock:
+        with self._lock, _storage_errors(self.path):
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
                 yield cur
+                cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (a full disk among them):
+                # a second ROLLBACK would fail and hide the error that matters.
+                if self._conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        cur.execute("ROLLBACK")
                 raise
-            cur.execute("COMMIT")
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -367,6 +376,48 @@ class Store:
             DocumentRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
             for r in rows
         ]
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write: `mode=ro`, so SQLite itself refuses any write.
+
+    A WAL database can only be read `mode=ro` if SQLite may create its -shm beside it; on a
+    read-only volume holding a cleanly closed index (no -wal, no -shm) that fails, and the
+    file is then opened `immutable=1`: read as it is, without locks. (A -wal left on such a
+    volume would go unread: publish an index that was closed, so it was checkpointed.)
+    """
+    if not path.exists():
+        raise IndexNotFound(f"no database at {path}")
+    uri = path.absolute().as_uri()
+    for options in ("mode=ro", "mode=ro&immutable=1"):
+        conn = sqlite3.connect(f"{uri}?{options}", uri=True, check_same_thread=False,
+                               isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            error = exc
+    raise IndexNotFound(f"cannot open {path} read-only: {error}")
+
+
+@contextmanager
+def _storage_errors(path: Path) -> Iterator[None]:
+    """SQLite's full-disk and read-only failures, as the errors a user can act on."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # primary code, without extension
+        # SQLite names ENOSPC SQLITE_FULL when writing pages, but a mere "disk I/O error"
+        # when growing its -shm: the free space tells those apart.
+        if code == sqlite3.SQLITE_FULL or (code == sqlite3.SQLITE_IOERR
+                                           and os.statvfs(path.parent).f_bavail == 0):
+            raise StorageFull(f"disk is full: cannot write the index at {path.parent}; "
+                              "the write was rolled back, free some space and retry") from exc
+        if code == sqlite3.SQLITE_READONLY:
+            raise ReadOnlyIndex(f"index {path.parent} cannot be written (read-only database "
+                                "file or volume); it only answers questions") from exc
+        raise
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:

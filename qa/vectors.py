@@ -19,6 +19,7 @@ so dead nodes cannot slow the walk or waste memory for long.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from qa.errors import IndexMismatch
+from qa.errors import IndexMismatch, StorageFull
 
 Ids = npt.NDArray[np.int64]
 Layout = Literal["flat", "hnsw"]
@@ -189,9 +190,16 @@ class VectorIndex:
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            faiss.write_index(self._index, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+            try:
+                faiss.write_index(self._index, tmp)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+            except (OSError, RuntimeError) as exc:  # FAISS reports a failed write as text
+                if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+                    raise StorageFull(f"disk is full: cannot save the vector snapshot in "
+                                      f"{path.parent} (the index is intact; it is rebuilt "
+                                      "from SQLite at the next open)") from exc
+                raise
             # mkstemp makes 0600; a published snapshot must be readable by the API's user.
             umask = os.umask(0)
             os.umask(umask)
