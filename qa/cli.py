@@ -229,18 +229,37 @@ def serve(host: str | None, port: int | None, workers: int, index_dir: Path | No
 
 @cli.command()
 @index_option
-def check(index_dir: Path | None) -> None:
-    """Check that vectors and chunk rows agree, repairing from SQLite if they do not."""
-    from qa.collection import Collection
+@click.option("--repair", is_flag=True,
+              help="Mend the drift found: vectors from SQLite (embedding chunks that lack "
+              "one), the keyword index from the chunk rows.")
+def check(index_dir: Path | None, repair: bool) -> None:
+    """Check that vectors, keyword index and chunk rows agree, before anything is repaired;
+    print the counts as JSON, exit 1 on drift unless --repair mends it.
+
+    \b
+    Example:
+        qa check --index index/
+        qa check --repair
+    """
+    from qa.collection import Collection, drift_in
 
     settings = build_settings(index_dir=index_dir)
     check_index_dir(settings)
-    collection = Collection.open(settings, load_embedder(settings))
-    report = collection.check()
-    collection.close()
-    click.echo(json.dumps(report))
-    if report["missing_vectors"] or report["orphan_vectors"]:
-        sys.exit(1)
+    embedder = load_embedder(settings) if repair else None  # only a repair may need to embed
+    collection = Collection.open(settings, embedder, reconcile=False)
+    try:
+        report = collection.check()
+        click.echo(json.dumps(report))
+        drift = drift_in(report)
+        if drift and repair:
+            collection.repair()
+            drift = drift_in(collection.check())
+            click.echo(f"repaired: {', '.join(drift_in(report))}", err=True)
+    finally:
+        collection.close()
+    if drift:
+        fail(f"the index has drifted ({', '.join(drift)})"
+             + ("" if repair else "; run `qa check --repair` to mend it"))
 
 
 @cli.command("eval")

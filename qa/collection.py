@@ -112,12 +112,14 @@ class Collection:
 
     @classmethod
     def open(cls, settings: Settings, embedder: Embedder | None = None, *,
-             create: bool = False, rebuild: bool = False) -> Collection:
+             create: bool = False, rebuild: bool = False,
+             reconcile: bool = True) -> Collection:
         """Open (or with `create`, make) the index in `settings.index_dir`.
 
         Refuses an index built with another model or dimension; repairs a snapshot that
-        disagrees with SQLite. `rebuild` deletes the index first and makes it anew, refusing
-        while any other process has it open.
+        disagrees with SQLite unless `reconcile` is False (`check` looks before it mends).
+        `rebuild` deletes the index first and makes it anew, refusing while any other process
+        has it open.
         """
         directory = settings.index_dir
         manifest_path = directory / MANIFEST
@@ -165,7 +167,7 @@ class Collection:
             _unlock(lock)
             raise
         collection._lock_fd = lock
-        collection._load_snapshot()
+        collection._load_snapshot(reconcile=reconcile)
         return collection
 
     def close(self) -> None:
@@ -176,11 +178,12 @@ class Collection:
             _unlock(self._lock_fd)
             self._lock_fd = None
 
-    def _load_snapshot(self) -> None:
+    def _load_snapshot(self, *, reconcile: bool = True) -> None:
         snapshot = VectorIndex.load(self.directory / SNAPSHOT, self.manifest.dimension)
         if snapshot is not None:
             self._vectors = snapshot
-        self.refresh(force=True)
+        if reconcile:
+            self.refresh(force=True)
 
     def refresh(self, *, force: bool = False) -> bool:
         """Bring the in-memory vectors in line with SQLite after another process wrote.
@@ -223,9 +226,14 @@ class Collection:
         return bool(len(stale) or len(absent) or missing)
 
     def check(self) -> dict[str, int]:
-        """Consistency check: vectors and chunk rows must name the same ids."""
+        """Consistency check: vectors, keyword postings and chunk rows must name the same ids.
+        Run it on a collection opened with `reconcile=False` to see drift before it is mended.
+        """
+        chunk_ids = self.store.chunk_ids()
         in_db = self.store.embedded_chunk_ids()
-        in_index = np.sort(self._vectors.ids())
+        with self._lock:
+            in_index = np.sort(self._vectors.ids())
+        in_keywords = self.store.keyword_ids()
         docs, chunks = self.store.counts()
         return {
             "documents": docs,
@@ -234,7 +242,22 @@ class Collection:
             "missing_vectors": int(len(np.setdiff1d(in_db, in_index))),
             "orphan_vectors": int(len(np.setdiff1d(in_index, in_db))),
             "unembedded_chunks": chunks - len(in_db),
+            "keyword_rows": len(in_keywords),
+            "missing_keyword_rows": int(len(np.setdiff1d(chunk_ids, in_keywords))),
+            "orphan_keyword_rows": int(len(np.setdiff1d(in_keywords, chunk_ids))),
+            "keyword_index_corrupt": int(not self.store.keyword_index_intact()),
         }
+
+    def repair(self) -> None:
+        """Mend what `check` reports: vectors from SQLite (embedding chunks that lack one),
+        the keyword index from the chunk rows, then save the snapshot."""
+        self._check_writable()
+        self.refresh(force=True)
+        report = self.check()
+        if report["missing_keyword_rows"] or report["orphan_keyword_rows"] or report[
+                "keyword_index_corrupt"]:
+            self.store.rebuild_keyword_index()
+        self.save_snapshot()
 
     def save_snapshot(self) -> None:
         with self._lock:
@@ -398,6 +421,13 @@ def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float3
     for _, chunks, vectors in items:
         for i in range(len(chunks)):
             yield None if vectors is None else vectors[i]
+
+
+def drift_in(report: Mapping[str, int]) -> list[str]:
+    """The names of `check` counts that say the index has drifted (empty when it agrees)."""
+    return [name for name in ("missing_vectors", "orphan_vectors", "unembedded_chunks",
+                              "missing_keyword_rows", "orphan_keyword_rows",
+                              "keyword_index_corrupt") if report[name]]
 
 
 def lock_index(directory: Path, *, exclusive: bool, read_only: bool = False) -> int | None:

@@ -248,6 +248,38 @@ class Store:
             ).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
+    def chunk_ids(self) -> npt.NDArray[np.int64]:
+        with self._lock:
+            rows = self._conn.execute("SELECT id FROM chunks ORDER BY id").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def keyword_ids(self) -> npt.NDArray[np.int64]:
+        """Chunk ids the keyword index holds postings for (a contentless FTS5 table still
+        lists its rowids)."""
+        with self._lock:
+            rows = self._conn.execute("SELECT rowid FROM chunks_fts ORDER BY rowid").fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def keyword_index_intact(self) -> bool:
+        """FTS5's own structural check of its b-trees (it cannot compare a contentless
+        table's postings with the text: `keyword_ids` covers which rows are indexed)."""
+        with self._lock:
+            try:
+                self._conn.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('integrity-check')")
+            except sqlite3.DatabaseError:
+                return False
+        return True
+
+    def rebuild_keyword_index(self) -> None:
+        """Index every chunk's text anew. A contentless table has no 'rebuild' command:
+        empty it, then insert each chunk's text as it is sliced from its document."""
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('delete-all')")
+            cur.execute(
+                "INSERT INTO chunks_fts (rowid, text) SELECT c.id,"
+                " substr(d.text, c.start + 1, c.end - c.start)"
+                " FROM chunks c JOIN documents d ON d.id = c.document_id")
+
     def embeddings(self, ids: Sequence[int], dimension: int) -> npt.NDArray[np.float32]:
         out = np.zeros((len(ids), dimension), dtype=np.float32)
         position = {int(i): n for n, i in enumerate(ids)}
