@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -278,3 +279,38 @@ def test_ask_takes_strict_types(client: httpx.Client, field: str, value: Any) ->
     response = client.post("/ask", json=body)
     problem = assert_problem(response, 422)
     assert problem["errors"][0]["loc"][-1] == field
+
+
+# -- defect 9: a large upload does not hold up questions ----------------------------------------
+
+
+@pytest.mark.slow
+def test_questions_are_answered_while_a_large_upload_is_embedded(
+    client: httpx.Client, embedder: Embedder
+) -> None:
+    # ~300 chunks: embedding them takes far longer than a few questions, on any machine here.
+    text = " ".join(f"Quarry {n} shipped {n * 7} granite blocks to the harbour of town {n % 97}."
+                    for n in range(4_000))
+    before = embedder.calls
+    outcome: dict[str, int] = {}
+
+    def upload() -> None:
+        with httpx.Client(base_url=str(client.base_url), headers=dict(client.headers),
+                          timeout=600) as writer:
+            outcome["status"] = writer.put("/documents/quarries", json={"text": text}
+                                           ).status_code
+
+    writer = threading.Thread(target=upload)
+    writer.start()
+    try:
+        while embedder.calls - before < 100:  # the upload's chunks went to the model
+            assert writer.is_alive(), f"the upload ended before embedding: {outcome}"
+            time.sleep(0.01)
+        for n in range(3):  # new questions, so each is embedded, not taken from the cache
+            response = client.post("/ask", json={"question": f"what did quarry {n} ship? #{n}"})
+            assert response.status_code == 200, response.text
+        assert writer.is_alive(), "the questions waited for the upload to finish"
+    finally:
+        writer.join()
+    assert outcome["status"] == 201
+    assert client.delete("/documents/quarries").status_code == 204
