@@ -14,7 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from schemathesis import checks
+from schemathesis.openapi import from_url
 
+from qa.api.guards import MAX_BODY_DEPTH
 from qa.settings import Settings
 
 KEY = "fuzz-key-2e6f0b"
@@ -69,3 +72,37 @@ def test_fuzzed_requests_get_no_5xx_and_only_schema_conforming_answers(
     total = httpx.get(f"{served_index}/documents", timeout=30).json()["total"]
     assert total > 1, "no fuzzed write got through: the key did not reach the server"
     print(f"{total} documents in the index after fuzzing (1 before)")
+
+
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Hand-written cases the generators rarely reach: nesting past the body cap, and values of the
+# wrong JSON type that a lax parser would coerce. Each must be refused with a declared 422.
+HOSTILE_CASES = [
+    ("/ask", "POST", {"question": nested(MAX_BODY_DEPTH + 10)}),
+    ("/ask", "POST", {"question": "who?", "k": True}),
+    ("/ask", "POST", {"question": "who?", "k": "3"}),
+    ("/ask", "POST", {"question": "who?", "k": 2.0}),
+    ("/ask", "POST", {"question": ["who?"]}),
+    ("/documents", "POST", {"text": "deep", "metadata": {"a": nested(MAX_BODY_DEPTH + 10)}}),
+    ("/documents", "POST", {"text": "deep", "metadata": {"a": nested(40)}}),
+    ("/documents", "POST", {"text": "nul", "metadata": {"a": ["x\x00"]}}),
+    ("/documents", "POST", [{"text": "deep", "metadata": {"a": nested(MAX_BODY_DEPTH)}}]),
+]
+
+
+def test_hostile_bodies_get_a_declared_422(served_index: str) -> None:
+    schema = from_url(f"{served_index}/openapi.json")
+    for path, method, body in HOSTILE_CASES:
+        case = schema[path][method].Case(body=body, media_type="application/json")
+        response = case.call_and_validate(
+            headers={"Authorization": f"Bearer {KEY}"},
+            checks=[checks.not_a_server_error, checks.status_code_conformance,
+                    checks.content_type_conformance, checks.response_schema_conformance],
+        )
+        assert response.status_code == 422, (path, body, response.text)
