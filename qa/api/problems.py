@@ -24,6 +24,8 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body over QA_MAX_BODY_BYTES"},
     415: {"description": "Neither JSON nor multipart, or an unsupported file type"},
     422: {"description": "Malformed JSON, invalid fields, or a file that cannot be indexed"},
+    503: {"description": "The index is read-only (QA_READ_ONLY, or a read-only volume)"},
+    507: {"description": "The disk holding the index is full; nothing was written"},
 }
 
 RATE_LIMITED_RESPONSE: dict[int | str, dict[str, Any]] = {
