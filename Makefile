@@ -41,6 +41,7 @@ test-fast: install
 eval: index
 	$(BIN)/qa eval seeds/questions.jsonl --index $(INDEX)
 	$(BIN)/qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json --compare dense,keyword,hybrid
+	$(BIN)/qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json --unanswerable ../shared/eval/beir-scifact
 	$(BIN)/qa eval ../shared/eval/beir-scifact --compare dense,keyword,hybrid
 	$(BIN)/qa eval ../shared/eval/beir-scifact --compare dense,keyword,hybrid --doc-length full
 

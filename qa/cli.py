@@ -273,7 +273,8 @@ def check(index_dir: Path | None, repair: bool) -> None:
               help="Cut-off for recall@k and the largest hit@k.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
-              help="Write metrics.json, report.md and hit_at_k.png here.")
+              help="Write metrics.json, report.md and hit_at_k.png here (and reliability.png "
+                   "when some questions are unanswerable).")
 @click.option("--run-file", type=click.Path(path_type=Path), default=None,
               help="Write a TREC run file.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache/eval"),
@@ -283,16 +284,24 @@ def check(index_dir: Path | None, repair: bool) -> None:
               help="BEIR: index each document cut to what the embedding model reads in one pass"
                    " (model, the default: the protocol of published BEIR/MTEB scores) or whole"
                    " (full: chunked as the service indexes any document).")
+@click.option("--unanswerable", type=click.Path(path_type=Path), default=None,
+              help="Also ask this dataset's questions, as ones DATASET's documents cannot "
+                   "answer, and report no_answer_auroc, ece and answered_precision/coverage.")
+@click.option("--batch-queries", is_flag=True,
+              help="Embed all questions in batches first: much faster, but latency is then "
+                   "not reported (it would leave out embedding the question).")
 def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | None,
           compare: str | None, k: int, as_json: bool, report_dir: Path | None,
           run_file: Path | None, cache_dir: Path, no_cache: bool,
-          doc_length: str | None) -> None:
+          doc_length: str | None, unanswerable: Path | None, batch_queries: bool) -> None:
     """Evaluate retrieval on a labelled question set: SQuAD JSON, a BEIR folder, or JSONL of
     {"question", "answers": [...]} lines (judged against --index or --url).
 
     \b
     Example:
         qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json --compare dense,keyword,hybrid
+        qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json \\
+            --unanswerable ../shared/eval/beir-scifact
         qa eval seeds/questions.jsonl --url http://127.0.0.1:8000 --json
     """
     from qa.eval import DatasetError, OptionError, plan_evaluation, run_evaluation
@@ -302,7 +311,8 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
     try:
         plan = plan_evaluation(dataset, mode=mode or settings.mode, compare=compare, k=k,
                                index_dir=index_dir, url=url,
-                               cache_dir=None if no_cache else cache_dir, doc_length=doc_length)
+                               cache_dir=None if no_cache else cache_dir, doc_length=doc_length,
+                               unanswerable=unanswerable, batch_queries=batch_queries)
     except (OptionError, DatasetError) as exc:
         fail(exc.detail, 2)
     results = run_evaluation(plan, settings, progress=sys.stderr.isatty(),

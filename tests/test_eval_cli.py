@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from qa.cli import cli
+from qa.collection import Collection
+from qa.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +101,49 @@ def test_a_beir_folder_missing_qrels_is_exit_2(tmp_path: Path) -> None:
 def test_contradictory_options_are_exit_2(args: list[str], message: str) -> None:
     code, _, err = run_cli(str(ROOT / "seeds" / "questions.jsonl"), *args)
     assert code == 2 and message in err
+
+
+FAR_AWAY = ["What is the boiling point of tungsten?", "Who won the 1998 FIFA World Cup final?",
+            "How many moons does Neptune have?", "What is the recipe for sourdough bread?"]
+
+
+def far_away_questions(path: Path) -> Path:
+    """Questions the seed article cannot answer: `"answers": []`."""
+    path.write_text("".join(json.dumps({"id": f"far-{i}", "question": q, "answers": []}) + "\n"
+                            for i, q in enumerate(FAR_AWAY)))
+    return path
+
+
+def test_unanswerable_questions_report_auroc_ece_and_answered_share_per_mode(
+        built_index: Collection, settings: Settings, tmp_path: Path) -> None:
+    built_index.close()
+    code, out, err = run_cli(
+        str(ROOT / "seeds" / "questions.jsonl"), "--index", str(settings.index_dir),
+        "--unanswerable", str(far_away_questions(tmp_path / "far.jsonl")),
+        "--compare", "dense,keyword,hybrid", "--json", "--report", str(tmp_path / "report"),
+        "--batch-queries")
+    assert code == 0, err
+    body = json.loads(out)
+    assert "unanswerable far.jsonl" in body["dataset"]
+    for mode, m in body["modes"].items():
+        assert m["no_answer_questions"] == len(FAR_AWAY) and m["questions"] >= 15, mode
+        assert 0.0 <= m["no_answer_auroc"] <= 1.0 and 0.0 <= m["ece"] <= 1.0, mode
+        assert 0.0 <= m["answered_coverage"] <= 1.0, mode
+        assert m["answered_precision"] is None or 0.0 <= m["answered_precision"] <= 1.0, mode
+        assert m["min_confidence"] == settings.min_confidence
+        assert m["latency_ms_p50"] is None  # questions embedded ahead: latency not honest
+    # Far-away questions are told from the seed questions far better than by chance.
+    assert body["modes"]["hybrid"]["no_answer_auroc"] >= 0.8
+    assert body["modes"]["hybrid"]["hit@10"] >= 0.8  # still over the answerable ones only
+    assert {p.name for p in (tmp_path / "report").iterdir()} == {
+        "metrics.json", "report.md", "hit_at_k.png", "reliability.png"}
+    assert "reliability.png" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_an_unanswerable_set_that_is_the_dataset_itself_is_exit_2() -> None:
+    questions = str(ROOT / "seeds" / "questions.jsonl")
+    code, out, err = run_cli(questions, "--unanswerable", questions)
+    assert code == 2 and out == "" and "--unanswerable must name another dataset" in err
 
 
 def test_a_jsonl_set_against_a_missing_index_says_how_to_build_one(tmp_path: Path) -> None:

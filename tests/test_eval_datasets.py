@@ -100,12 +100,40 @@ def test_jsonl_question_set_loads_with_ids_and_answers(tmp_path: Path) -> None:
                                                            ("x", ("Rome", "Italy"))]
 
 
+def test_a_jsonl_question_with_an_empty_answers_list_is_unanswerable(tmp_path: Path) -> None:
+    path = write(tmp_path / "q.jsonl", '{"question": "who?", "answers": ["Ann"]}\n'
+                                       '{"id": "na", "question": "why?", "answers": []}\n')
+    data = load_dataset(path)
+    assert [(q.id, q.answers, q.impossible) for q in data.questions] == [
+        ("1", ("Ann",), False), ("na", (), True)]
+
+
+def test_the_shared_unanswerable_super_bowl_questions_load_as_unanswerable() -> None:
+    path = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" / \
+        "super-bowl-50-unanswerable.jsonl"
+    if not path.exists():
+        pytest.skip("shared evaluation data not present")
+    data = load_dataset(path)
+    assert data.questions and all(q.impossible and not q.answers for q in data.questions)
+
+
+def test_questions_asked_as_unanswerable_keep_the_documents_and_get_distinct_ids(
+        tmp_path: Path) -> None:
+    main = load_dataset(write(tmp_path / "a.jsonl", '{"question": "who?", "answers": ["Ann"]}\n'))
+    other = load_dataset(write(tmp_path / "b.jsonl", '{"question": "who?", "answers": ["Bo"]}\n'))
+    merged = main.with_unanswerable(other)
+    assert merged.documents == main.documents and merged.kind == "jsonl"
+    assert [(q.id, q.answers, q.impossible) for q in merged.questions] == [
+        ("1", ("Ann",), False), ("unanswerable:b.jsonl:1", (), True)]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ('{"question": "who?", "answers": ["Ann"]}\n{"question": oops}\n',
          r"q.jsonl:2: malformed JSON"),
-        ('{"question": "who?", "answers": []}\n', r"q.jsonl:1: \"answers\" must be"),
+        ('{"question": "who?"}\n', r"q.jsonl:1: \"answers\" must be a list"),
+        ('{"question": "who?", "answers": [" "]}\n', r"q.jsonl:1: \"answers\" must be a list"),
         ('{"question": "  ", "answers": ["a"]}\n', r"q.jsonl:1: \"question\" must be"),
         ("[1, 2, 3]", r"unknown shape"),
         ('{"version": "1.1", "data": [{"paragraphs": []}]}', r"not valid SQuAD JSON"),

@@ -119,3 +119,41 @@ def test_metrics_equal_ranx_on_a_generated_run() -> None:
     for name in names:
         assert ours[name] == pytest.approx(float(reference[name]), abs=1e-6), name
     assert 0 < ours["ndcg@10"] < 1  # the fixture exercises partial credit, not 0 or 1
+
+
+# Five questions: confidences of the top passage, whether it was a hit, and whether the question
+# has an answer at all (the last is unanswerable, so never a hit).
+CONFIDENCES = [0.95, 0.91, 0.62, 0.15, 0.65]
+HITS = [True, True, False, False, False]
+ANSWERABLE = [True, True, True, True, False]
+
+
+def test_calibration_bins_are_equal_width_and_the_last_includes_one() -> None:
+    bins = metrics.calibration_bins([0.0, 0.05, 0.1, 0.999, 1.0], [True, False, True, True,
+                                                                   False])
+    assert [(b.low, b.high) for b in bins][:2] == [(0.0, 0.1), (0.1, 0.2)] and len(bins) == 10
+    assert [b.count for b in bins] == [2, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert bins[0].mean_confidence == pytest.approx(0.025) and bins[0].hit_rate == 0.5
+    assert bins[2].mean_confidence is None and bins[2].hit_rate is None
+    assert bins[9].hit_rate == 0.5
+
+
+def test_ece_weighs_each_bins_gap_between_hit_rate_and_confidence_by_its_share() -> None:
+    # bin 9: {0.95, 0.91} mean 0.93, hit rate 1 → gap 0.07; bin 6: {0.62, 0.65} mean 0.635,
+    # hit rate 0 → 0.635; bin 1: {0.15} hit rate 0 → 0.15.
+    expected = 2 / 5 * 0.07 + 2 / 5 * 0.635 + 1 / 5 * 0.15
+    assert metrics.expected_calibration_error(CONFIDENCES, HITS) == pytest.approx(expected)
+    assert metrics.expected_calibration_error([1.0, 0.0], [True, False]) == 0.0
+    assert metrics.expected_calibration_error([], []) is None
+
+
+def test_answered_precision_is_the_share_of_found_answers_whose_top_passage_hits() -> None:
+    found = [c >= 0.6 for c in CONFIDENCES]  # all but 0.15; the unanswerable one is found
+    assert metrics.answered_precision(found, HITS) == pytest.approx(2 / 4)
+    assert metrics.answered_precision([False] * 5, HITS) is None
+
+
+def test_answered_coverage_is_the_share_of_answerable_questions_found() -> None:
+    found = [c >= 0.9 for c in CONFIDENCES]
+    assert metrics.answered_coverage(found, ANSWERABLE) == pytest.approx(2 / 4)
+    assert metrics.answered_coverage([True], [False]) is None

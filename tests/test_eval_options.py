@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from qa.eval import OptionError, plan_evaluation
+from qa.eval import DatasetError, OptionError, plan_evaluation
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_QUESTIONS = ROOT / "seeds" / "questions.jsonl"
@@ -31,6 +31,10 @@ def beir_folder(folder: Path) -> Path:
         ({"compare": " , "}, "--compare takes modes among"),
         ({"doc_length": "full"}, "--doc-length applies to the index built from a BEIR folder, "
                                  "not to --index/--url"),
+        ({"unanswerable": SEED_QUESTIONS}, "--unanswerable must name another dataset than "
+                                           "DATASET"),
+        ({"url": "http://127.0.0.1:1", "batch_queries": True}, "--batch-queries embeds "
+                                                               "questions in this process"),
     ],
 )
 def test_contradictory_options_raise_one_line_naming_the_option(options: dict[str, Any],
@@ -67,3 +71,25 @@ def test_compare_lists_its_modes_in_order_and_one_mode_is_not_a_comparison() -> 
     assert (compared.modes, compared.compare) == (("keyword", "dense"), True)
     single = plan_evaluation(SEED_QUESTIONS, mode="dense")
     assert (single.modes, single.compare) == (("dense",), False)
+
+
+def test_unanswerable_questions_join_the_dataset_against_its_own_documents(
+        tmp_path: Path) -> None:
+    folder = beir_folder(tmp_path / "beir")
+    plan = plan_evaluation(folder, mode="dense", unanswerable=SEED_QUESTIONS)
+    assert plan.dataset.documents == plan_evaluation(folder, mode="dense").dataset.documents
+    asked = [q for q in plan.dataset.questions if q.impossible]
+    assert len(asked) == len(plan.dataset.questions) - 1 >= 15
+    assert "unanswerable questions.jsonl" in plan.dataset.name
+
+
+def test_a_copy_of_the_dataset_is_refused_as_its_own_unanswerable_set(tmp_path: Path) -> None:
+    folder = beir_folder(tmp_path / "beir")
+    copy = beir_folder(tmp_path / "copy")
+    with pytest.raises(OptionError, match="holds the same documents"):
+        plan_evaluation(folder, mode="dense", unanswerable=copy)
+
+
+def test_an_unreadable_unanswerable_set_is_a_dataset_error_naming_the_option() -> None:
+    with pytest.raises(DatasetError, match="--unanswerable: missing.jsonl: no such file"):
+        plan_evaluation(SEED_QUESTIONS, mode="dense", unanswerable=Path("missing.jsonl"))

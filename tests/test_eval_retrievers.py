@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_http_evaluation_sees_the_same_passages_as_the_local_index(
         served_index: str, settings: Settings, embedder: Embedder) -> None:
-    dataset = load_dataset(ROOT / "seeds" / "questions.jsonl")
+    far = Dataset("far", "jsonl", (Question("far", "What is the boiling point of tungsten?"),))
+    dataset = load_dataset(ROOT / "seeds" / "questions.jsonl").with_unanswerable(far)
     http = HttpRetriever(served_index)
     try:
         (over_http,) = evaluate(dataset, http, ["hybrid"], 5)
@@ -33,6 +34,9 @@ def test_http_evaluation_sees_the_same_passages_as_the_local_index(
     without_latency = {k: v for k, v in local.metrics.items() if not k.startswith("latency")}
     assert {k: over_http.metrics[k] for k in without_latency} == without_latency
     assert over_http.metrics["hit@10"] >= 0.8  # the seed questions are answerable
+    # The service's own verdicts (answer.found at its threshold) score as the local ones do.
+    assert over_http.metrics["answered_coverage"] is not None
+    assert over_http.metrics["min_confidence"] == settings.min_confidence
 
 
 def test_an_unreachable_service_is_a_service_error(tmp_path: Path) -> None:
@@ -46,3 +50,12 @@ def test_an_unreachable_service_is_a_service_error(tmp_path: Path) -> None:
     with pytest.raises(ServiceError, match="ConnectError"):
         evaluate(dataset, http, ["dense"], 5)
     http.close()
+
+
+def test_a_service_answer_without_its_threshold_is_left_to_the_local_one() -> None:
+    from qa.eval.retrievers import answer_from_json
+
+    assert answer_from_json({"found": True, "confidence": 0.7}) is None
+    assert answer_from_json(None) is None
+    answer = answer_from_json({"found": False, "confidence": 0.2, "threshold": 0.4})
+    assert answer is not None and (answer.found, answer.threshold) == (False, 0.4)

@@ -86,12 +86,46 @@ def test_score_mode_gives_hand_checkable_metrics_and_no_answer_auroc() -> None:
     assert [o.first_hit for o in result.outcomes] == [1, 3, None]
 
 
-def test_keyword_mode_has_no_confidence_so_no_answer_auroc_is_null() -> None:
+def test_passages_without_confidence_give_null_no_answer_auroc_and_ece() -> None:
     impossible = Question("q3", "?", impossible=True)
     outcomes = [Outcome(GOLD, (passage(1, "doc", 10, 50),), 1.0, None),
                 Outcome(impossible, (passage(1, "doc", 0, 5),), 1.0, None)]
-    assert score_mode(Dataset("t", "squad", ()), "keyword", outcomes, 10
-                      ).metrics["no_answer_auroc"] is None
+    m = score_mode(Dataset("t", "squad", ()), "keyword", outcomes, 10).metrics
+    assert m["no_answer_auroc"] is None and m["ece"] is None
+
+
+def test_unanswerable_questions_add_calibration_and_answered_metrics_at_the_threshold(
+        ) -> None:
+    from qa.types import Answer
+
+    def outcome(question: Question, start: int, confidence: float) -> Outcome:
+        return Outcome(question, (passage(1, "doc", start, start + 40, 0.9, confidence),), 1.0,
+                       None, Answer(confidence >= 0.5, confidence, 0.5))
+
+    q2 = Question("q2", "?", answers=("B",), spans=(AnswerSpan("doc", 100, 110),))
+    outcomes = [
+        outcome(GOLD, 10, 0.95),                                # found, hit
+        outcome(q2, 0, 0.55),                                   # found, miss
+        outcome(Question("n1", "?", impossible=True), 0, 0.6),  # found, wrongly
+        outcome(Question("n2", "?", impossible=True), 0, 0.05),  # not found, rightly
+    ]
+    result = score_mode(Dataset("t", "squad", ()), "hybrid", outcomes, 10)
+    m = result.metrics
+    assert m["questions"] == 2 and m["hit@1"] == 0.5  # retrieval metrics: answerable only
+    assert m["no_answer_questions"] == 2 and m["min_confidence"] == 0.5
+    # No-answer scores 0.4, 0.95 against 0.05, 0.45: three of four pairs ordered right.
+    assert m["no_answer_auroc"] == 0.75
+    # Bins 9 {0.95: hit}, 5 {0.55, miss}, 6 {0.6, miss}, 0 {0.05, miss}.
+    assert m["ece"] == pytest.approx((0.05 + 0.55 + 0.6 + 0.05) / 4, abs=1e-4)
+    assert m["answered_precision"] == pytest.approx(1 / 3, abs=1e-4)
+    assert m["answered_coverage"] == 1.0
+    assert [b.count for b in result.calibration] == [1, 0, 0, 0, 0, 1, 1, 0, 0, 1]
+
+
+def test_a_set_without_unanswerable_questions_reports_no_calibration() -> None:
+    result = score_mode(Dataset("t", "squad", ()), "dense",
+                        [Outcome(GOLD, (passage(1, "doc", 10, 50, 0.9, 0.9),), 1.0, None)], 10)
+    assert "ece" not in result.metrics and result.calibration == []
 
 
 TOPICS = {

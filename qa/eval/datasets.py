@@ -4,7 +4,8 @@ Three shapes, detected from the data:
     SQuAD JSON (v1.1, v2.0)   one document per article, paragraphs joined by a blank line; each
                               question carries its gold answer spans as document offsets
     BEIR folder               corpus.jsonl, queries.jsonl, qrels/test.tsv; document-level qrels
-    JSONL                     {"question", "answers": [...]} per line; judged by answer strings
+    JSONL                     {"question", "answers": [...]} per line; judged by answer strings;
+                              `"answers": []` marks a question the documents cannot answer
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ class Dataset:
             h.update(document.id.encode("utf-8", "surrogatepass"))
             h.update(b"\x00" + document.content_hash.encode() + b"\x00")
         return h.hexdigest()
+
+    def with_unanswerable(self, other: Dataset) -> Dataset:
+        """These questions plus `other`'s, asked of these documents as questions they cannot
+        answer (other's documents are never indexed); ids are prefixed so none collide."""
+        asked = tuple(replace(q, id=f"unanswerable:{other.name}:{q.id}", answers=(), spans=(),
+                              impossible=True) for q in other.questions)
+        return replace(self, name=f"{self.name} + unanswerable {other.name}",
+                       questions=self.questions + asked)
 
     def cut(self, prefix: Callable[[str], str]) -> Dataset:
         """The same questions over documents cut to `prefix(text)` (e.g. the model's input)."""
@@ -164,17 +173,19 @@ def _jsonl_objects(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]
 
 
 def load_jsonl(path: Path, text: str | None = None) -> Dataset:
-    """`{"question": str, "answers": [str, ...], "id"?: str}` per line."""
+    """`{"question": str, "answers": [str, ...], "id"?: str}` per line; an empty answers list
+    is a question with no answer in the documents (as SQuAD v2.0's `is_impossible`)."""
     questions = []
     for number, obj in _jsonl_objects(path, _read_text(path) if text is None else text):
         question, answers = obj.get("question"), obj.get("answers")
         if not isinstance(question, str) or not question.strip():
             raise DatasetError(f"{path}:{number}: \"question\" must be a non-empty string")
-        if (not isinstance(answers, list) or not answers
+        if (not isinstance(answers, list)
                 or not all(isinstance(a, str) and a.strip() for a in answers)):
-            raise DatasetError(f"{path}:{number}: \"answers\" must be a non-empty list of strings")
+            raise DatasetError(f"{path}:{number}: \"answers\" must be a list of non-empty "
+                               "strings ([] for a question the documents cannot answer)")
         questions.append(Question(id=str(obj.get("id", number)), text=question,
-                                  answers=tuple(answers)))
+                                  answers=tuple(answers), impossible=not answers))
     if not questions:
         raise DatasetError(f"{path}: no questions")
     return Dataset(path.name, "jsonl", tuple(questions))

@@ -6,12 +6,17 @@
 A run is ranked by score, highest first; equal scores keep the run's insertion order, so a run
 built from an already ranked list keeps that order. Each metric is the mean over the queries
 in qrels (a query absent from the run scores 0); tests check them against ranx.
+
+Calibration metrics take one value per question instead, in parallel sequences: the top
+passage's `confidence` in [0, 1], whether that passage is a `hit`, and whether the answer was
+`found` (confidence at or over the threshold).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Mapping[str, float]]
@@ -100,6 +105,60 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | Non
         i = j
     p, n = len(positives), len(negatives)
     return (rank_sum - p * (p + 1) / 2) / (p * n)
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """Questions whose confidence fell in `[low, high)` (the last bin includes 1.0)."""
+
+    low: float
+    high: float
+    count: int
+    mean_confidence: float | None  # None: empty bin
+    hit_rate: float | None
+
+
+def calibration_bins(confidences: Sequence[float], hits: Sequence[bool], bins: int = 10
+                     ) -> list[CalibrationBin]:
+    """`bins` equal-width bins over [0, 1]: question i goes to bin min(⌊c_i · bins⌋, bins − 1)
+    (confidences outside [0, 1] are clipped); each bin's mean confidence and observed hit rate."""
+    members: list[list[int]] = [[] for _ in range(bins)]
+    for i, c in enumerate(confidences):
+        members[min(max(math.floor(c * bins), 0), bins - 1)].append(i)
+    return [
+        CalibrationBin(
+            b / bins, (b + 1) / bins, len(m),
+            sum(confidences[i] for i in m) / len(m) if m else None,
+            sum(1 for i in m if hits[i]) / len(m) if m else None,
+        )
+        for b, m in enumerate(members)
+    ]
+
+
+def expected_calibration_error(confidences: Sequence[float], hits: Sequence[bool],
+                               bins: int = 10) -> float | None:
+    """ECE = Σ_b (n_b / N) · |hit rate_b − mean confidence_b| over `bins` equal-width bins of
+    [0, 1] (see `calibration_bins`); 0 is perfectly calibrated. None when N = 0."""
+    if not confidences:
+        return None
+    return sum(b.count / len(confidences) * abs(b.hit_rate - b.mean_confidence)
+               for b in calibration_bins(confidences, hits, bins)
+               if b.hit_rate is not None and b.mean_confidence is not None)
+
+
+def answered_precision(found: Sequence[bool], hits: Sequence[bool]) -> float | None:
+    """answered_precision = |found ∧ hit| / |found|: of the questions answered, the share whose
+    top passage is a hit (unanswerable questions included, where found is always wrong).
+    None when nothing was found."""
+    answered = [hit for f, hit in zip(found, hits, strict=True) if f]
+    return sum(answered) / len(answered) if answered else None
+
+
+def answered_coverage(found: Sequence[bool], answerable: Sequence[bool]) -> float | None:
+    """answered_coverage = |found ∧ answerable| / |answerable|: the share of the questions that
+    have an answer which were answered (right or wrong). None when none is answerable."""
+    asked = [f for f, a in zip(found, answerable, strict=True) if a]
+    return sum(asked) / len(asked) if asked else None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -1,4 +1,4 @@
-"""Evaluation results → the JSON object, a terminal table, report.md, a PNG plot, a TREC run."""
+"""Evaluation results → the JSON object, a terminal table, report.md, PNG plots, a TREC run."""
 
 from __future__ import annotations
 
@@ -91,6 +91,10 @@ def report_markdown(dataset: Dataset, results: Sequence[ModeResult], k: int) -> 
         "",
         "![hit@k against k](hit_at_k.png)",
     ]
+    if any(r.calibration for r in results):
+        lines += ["", "Calibration over every question (an unanswerable one counts as a miss): "
+                  "the top passage's confidence, binned, against how often it was a hit.", "",
+                  "![reliability diagram](reliability.png)"]
     for result in results:
         missed = worst_missed(result, k)
         lines += ["", f"## Worst missed at k={k}: {result.mode}", ""]
@@ -129,6 +133,42 @@ def plot_hit_curve(results: Sequence[ModeResult], path: Path, title: str) -> Non
     plt.close(fig)
 
 
+def plot_reliability(results: Sequence[ModeResult], path: Path, title: str) -> None:
+    """Reliability diagram, one panel per mode: each confidence bin's observed hit rate as a
+    bar at the bin, its question count above it; a calibrated mode follows the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in results if r.calibration]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4.2), dpi=120,
+                             squeeze=False)
+    for ax, r in zip(axes[0], shown, strict=True):
+        width = r.calibration[0].high - r.calibration[0].low
+        filled = [b for b in r.calibration if b.count]
+        ax.bar([b.low for b in filled], [b.hit_rate or 0.0 for b in filled], width=width,
+               align="edge", edgecolor="black", alpha=0.7, label="observed hit rate")
+        ax.plot([b.mean_confidence for b in filled], [b.hit_rate for b in filled], "o",
+                color="black", markersize=3, label="bin mean confidence")
+        for b in filled:
+            ax.annotate(str(b.count), (b.low + width / 2, (b.hit_rate or 0.0) + 0.01),
+                        ha="center", va="bottom", fontsize=7)
+        ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+        ece = r.metrics.get("ece")
+        ax.set_title(r.mode + (f" (ECE {ece:.3f})" if isinstance(ece, float) else ""))
+        ax.set_xlabel("top passage confidence")
+        ax.set_ylabel("top passage is a hit")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.08)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_report(directory: Path, dataset: Dataset, results: Sequence[ModeResult], k: int,
                  *, compare: bool) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
@@ -137,6 +177,9 @@ def write_report(directory: Path, dataset: Dataset, results: Sequence[ModeResult
                         + "\n", encoding="utf-8")
     paths[1].write_text(report_markdown(dataset, results, k), encoding="utf-8")
     plot_hit_curve(results, paths[2], f"{dataset.name}: hit@k")
+    if any(r.calibration for r in results):
+        paths.append(directory / "reliability.png")
+        plot_reliability(results, paths[3], f"{dataset.name}: reliability (counts above bars)")
     return paths
 
 

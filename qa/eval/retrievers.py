@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from qa.errors import QAError
 from qa.settings import Mode
-from qa.types import Citation, Highlight, Passage
+from qa.types import Answer, Citation, Highlight, Passage
 
 if TYPE_CHECKING:
     from qa.collection import Collection
@@ -42,6 +42,11 @@ class LocalRetriever:
         embedder.embed(["warm-up"], progress=False)
         embedder.clear_query_cache()
 
+    def warm(self, questions: list[str]) -> None:
+        """Embed the questions in batches ahead of asking them: several times faster than one
+        at a time, so latency measured afterwards leaves out embedding the question."""
+        self.collection.embedder.warm_queries(questions)
+
 
 class HttpRetriever:
     """POST /ask on a running service: evaluates a deployment as its users see it."""
@@ -53,6 +58,11 @@ class HttpRetriever:
         self.url = url
 
     def __call__(self, question: str, k: int, mode: Mode) -> list[Passage]:
+        return self.ask(question, k, mode)[0]
+
+    def ask(self, question: str, k: int, mode: Mode) -> tuple[list[Passage], Answer | None]:
+        """The passages, and the service's own answer verdict (None from a service too old to
+        give one with its threshold)."""
         import httpx
 
         try:
@@ -67,7 +77,9 @@ class HttpRetriever:
                 detail = response.text[:200]
             raise ServiceError(f"{self.url}/ask answered {response.status_code}: {detail}")
         try:
-            return [passage_from_json(p) for p in response.json()["passages"]]
+            body = response.json()
+            return ([passage_from_json(p) for p in body["passages"]],
+                    answer_from_json(body.get("answer")))
         except (ValueError, KeyError, TypeError) as exc:
             raise ServiceError(f"{self.url}/ask: unexpected response ({exc})") from exc
 
@@ -87,3 +99,10 @@ def passage_from_json(data: dict[str, Any]) -> Passage:
         ),
         highlight=Highlight(h["start"], h["end"], h["text"]) if h else None,
     )
+
+
+def answer_from_json(data: Any) -> Answer | None:
+    if not isinstance(data, dict) or not {"found", "confidence", "threshold"} <= data.keys():
+        return None
+    return Answer(found=bool(data["found"]), confidence=float(data["confidence"]),
+                  threshold=float(data["threshold"]))

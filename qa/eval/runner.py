@@ -23,18 +23,22 @@ from qa.eval.judging import (
     document_run,
     first_relevant,
     highlight_hits,
+    passage_hits,
     passage_id,
 )
+from qa.eval.metrics import CalibrationBin
 from qa.eval.options import EvalPlan
 from qa.eval.retrievers import HttpRetriever, LocalRetriever, Retriever
 from qa.settings import Mode, Settings
-from qa.types import Passage
+from qa.types import Answer, Passage
 
 if TYPE_CHECKING:
     from qa.collection import Collection
     from qa.embedding import Embedder
 
 HIT_CUTOFFS = (1, 3, 5, 10)
+# The service's own default, so that a caller naming no threshold scores what it ships.
+DEFAULT_MIN_CONFIDENCE: float = Settings.model_fields["min_confidence"].default
 BEIR_DEPTH = 100  # passages per query: enough to rank well over 10 distinct documents
 COMPLETE = ".complete"
 
@@ -47,6 +51,7 @@ class Outcome:
     passages: tuple[Passage, ...]
     latency_ms: float
     first_hit: int | None  # rank in the judged run (documents for BEIR), None if missed
+    answer: Answer | None = None  # the verdict at the threshold: found or not
 
 
 @dataclass
@@ -56,12 +61,16 @@ class ModeResult:
     outcomes: list[Outcome]
     run: dict[str, dict[str, float]]  # what was retrieved: BEIR doc ids, else passage ids
     hit_curve: dict[int, float] = field(default_factory=dict)  # hit@k for k = 1..max cutoff
+    # Top passage's confidence against its hit rate, when the dataset has unanswerable questions
+    calibration: list[CalibrationBin] = field(default_factory=list)
 
 
 # -- scoring ---------------------------------------------------------------------------------
 
-def score_mode(dataset: Dataset, mode: str, outcomes: list[Outcome], k: int) -> ModeResult:
-    """Outcomes → the metrics object (keys as `qa eval --json` prints them)."""
+def score_mode(dataset: Dataset, mode: str, outcomes: list[Outcome], k: int, *,
+               timed: bool = True) -> ModeResult:
+    """Outcomes → the metrics object (keys as `qa eval --json` prints them); `timed` False
+    leaves latency out (null) when questions were embedded ahead, so it would not be honest."""
     answerable = [o for o in outcomes if not o.question.impossible]
     beir = dataset.kind == "beir"
     if beir:
@@ -82,12 +91,15 @@ def score_mode(dataset: Dataset, mode: str, outcomes: list[Outcome], k: int) -> 
         1 for o in answerable if o.passages and highlight_hits(o.question, o.passages[0])
     ) / len(answerable)
     latencies = [o.latency_ms for o in outcomes]
-    values["latency_ms_p50"] = metrics.percentile(latencies, 50)
-    values["latency_ms_p95"] = metrics.percentile(latencies, 95)
+    values["latency_ms_p50"] = metrics.percentile(latencies, 50) if timed else None
+    values["latency_ms_p95"] = metrics.percentile(latencies, 95) if timed else None
     impossible = [o for o in outcomes if o.question.impossible]
+    calibration: list[CalibrationBin] = []
     if impossible:
         values["no_answer_questions"] = len(impossible)
         values["no_answer_auroc"] = no_answer_auroc(impossible, answerable)
+        calibrated, calibration = calibration_metrics(dataset, outcomes)
+        values.update(calibrated)
     rounded = {key: round(v, 4) if isinstance(v, float) else v for key, v in values.items()}
     scored = [
         Outcome(o.question, o.passages, o.latency_ms,
@@ -98,14 +110,54 @@ def score_mode(dataset: Dataset, mode: str, outcomes: list[Outcome], k: int) -> 
     raw = ({o.question.id: document_run(o.passages) for o in outcomes} if beir else
            {o.question.id: {passage_id(p): p.score for p in o.passages} for o in outcomes})
     curve = {c: metrics.hit_at_k(qrels, judged, c) for c in range(1, max(cutoffs) + 1)}
-    return ModeResult(mode, rounded, scored, raw, curve)
+    return ModeResult(mode, rounded, scored, raw, curve, calibration)
+
+
+def top_passage_hits(dataset: Dataset, outcome: Outcome) -> bool:
+    """Whether the first passage answers: covers a gold span, holds an answer string, or (BEIR)
+    comes from a relevant document. Never for an unanswerable question."""
+    q = outcome.question
+    if q.impossible or not outcome.passages:
+        return False
+    top = outcome.passages[0]
+    if dataset.kind == "beir":
+        return dataset.qrels.get(q.id, {}).get(top.citation.document_id, 0) > 0
+    return passage_hits(q, top)
+
+
+def calibration_metrics(dataset: Dataset, outcomes: Sequence[Outcome]
+                        ) -> tuple[dict[str, Any], list[CalibrationBin]]:
+    """ece and its bins, over every question (an unanswerable one is a miss), and at the
+    threshold answered_precision, answered_coverage and the threshold itself.
+
+    ece is null when a top passage has no confidence; the answered_* metrics when an outcome
+    has no answer verdict; min_confidence when the verdicts used different thresholds.
+    """
+    hits = [top_passage_hits(dataset, o) for o in outcomes]
+    values: dict[str, Any] = {"ece": None}
+    bins: list[CalibrationBin] = []
+    confidences = [o.passages[0].confidence if o.passages else 0.0 for o in outcomes]
+    if all(c is not None for c in confidences):
+        known = [c for c in confidences if c is not None]
+        values["ece"] = metrics.expected_calibration_error(known, hits)
+        bins = metrics.calibration_bins(known, hits)
+    answers = [o.answer for o in outcomes]
+    thresholds = {a.threshold for a in answers if a is not None}
+    values["min_confidence"] = thresholds.pop() if len(thresholds) == 1 else None
+    values["answered_precision"] = values["answered_coverage"] = None
+    if all(a is not None for a in answers):
+        found = [a.found for a in answers if a is not None]
+        values["answered_precision"] = metrics.answered_precision(found, hits)
+        values["answered_coverage"] = metrics.answered_coverage(
+            found, [not o.question.impossible for o in outcomes])
+    return values, bins
 
 
 def no_answer_auroc(impossible: Sequence[Outcome], answerable: Sequence[Outcome]
                     ) -> float | None:
     """How well `1 - top confidence` separates unanswerable questions from answerable ones.
 
-    None when the mode gives no confidence (keyword search has no cosine to calibrate).
+    None when a top passage has no confidence (a service too old to give one).
     """
     def no_answer_score(o: Outcome) -> float | None:
         if not o.passages:
@@ -128,29 +180,47 @@ def depth_for(dataset: Dataset, k: int) -> int:
 
 
 def run_questions(dataset: Dataset, retriever: Retriever, mode: Mode, depth: int, *,
-                  progress: bool = False) -> list[Outcome]:
+                  progress: bool = False, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                  batch_queries: bool = False) -> list[Outcome]:
+    """Each question asked once, timed; its answer verdict is the service's own where the
+    retriever gives one (`ask`, over HTTP), else `answer_of` at `min_confidence`."""
     from tqdm import tqdm
+
+    from qa.retrieval import answer_of
 
     reset = getattr(retriever, "reset", None)
     if reset is not None:
         reset()
+    # Latency stays honest by default: reset() emptied the query cache, so each question is
+    # embedded inside its own timing. Only when the caller says speed matters more than
+    # latency are all questions embedded ahead in batches (and latency is then not reported).
+    warm = getattr(retriever, "warm", None)
+    if batch_queries and warm is not None:
+        warm([q.text for q in dataset.questions])
+    ask = getattr(retriever, "ask", None)
     outcomes = []
     for question in tqdm(dataset.questions, desc=f"{mode}", unit="q", disable=not progress,
                          file=sys.stderr, leave=False):
         started = time.perf_counter()
-        passages = retriever(question.text, depth, mode)
+        if ask is not None:
+            passages, answer = ask(question.text, depth, mode)
+        else:
+            passages, answer = retriever(question.text, depth, mode), None
         latency = (time.perf_counter() - started) * 1000
-        outcomes.append(Outcome(question, tuple(passages), latency, None))
+        outcomes.append(Outcome(question, tuple(passages), latency, None,
+                                answer or answer_of(passages, min_confidence)))
     return outcomes
 
 
 def evaluate(dataset: Dataset, retriever: Retriever, modes: Sequence[Mode], k: int = 10, *,
-             progress: bool = False) -> list[ModeResult]:
+             progress: bool = False, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+             batch_queries: bool = False) -> list[ModeResult]:
     """Every question in every mode; one ModeResult per mode, in the order given."""
     depth = depth_for(dataset, k)
-    return [score_mode(dataset, mode, run_questions(dataset, retriever, mode, depth,
-                                                    progress=progress), k)
-            for mode in modes]
+    timed = not (batch_queries and hasattr(retriever, "warm"))
+    return [score_mode(dataset, mode, run_questions(
+        dataset, retriever, mode, depth, progress=progress, min_confidence=min_confidence,
+        batch_queries=batch_queries), k, timed=timed) for mode in modes]
 
 
 # -- the dataset's own index, cached ----------------------------------------------------------
@@ -229,10 +299,16 @@ def run_evaluation(plan: EvalPlan, settings: Settings, *, progress: bool = False
     own documents (cached in `cache_dir`, each cut to the model's input when `doc_length` is
     "model"); a JSONL set without documents uses `settings.index_dir`."""
     dataset, modes, k = plan.dataset, plan.modes, plan.k
+
+    def ask_all(retriever: Retriever) -> list[ModeResult]:
+        return evaluate(dataset, retriever, modes, k, progress=progress,
+                        min_confidence=settings.min_confidence,
+                        batch_queries=plan.batch_queries)
+
     if plan.url is not None:
         http = HttpRetriever(plan.url)
         try:
-            return evaluate(dataset, http, modes, k, progress=progress)
+            return ask_all(http)
         finally:
             http.close()
     from qa.collection import Collection
@@ -244,7 +320,7 @@ def run_evaluation(plan: EvalPlan, settings: Settings, *, progress: bool = False
             update={"index_dir": plan.index_dir})
         collection = Collection.open(opened, embedder)
         try:
-            return evaluate(dataset, LocalRetriever(collection), modes, k, progress=progress)
+            return ask_all(LocalRetriever(collection))
         finally:
             collection.close()
     indexed = dataset
@@ -256,7 +332,7 @@ def run_evaluation(plan: EvalPlan, settings: Settings, *, progress: bool = False
             f"({embedder.max_seq_length} word pieces), as published scores embed them")
     with dataset_index(indexed, settings, embedder, cache_dir=plan.cache_dir, log=log,
                        progress=progress) as built:
-        results = evaluate(dataset, LocalRetriever(built), modes, k, progress=progress)
+        results = ask_all(LocalRetriever(built))
     if dataset.kind == "beir":
         for result in results:
             shallow = sum(1 for docs in result.run.values() if len(docs) < 10)
