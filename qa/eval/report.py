@@ -142,8 +142,8 @@ def plot_reliability(results: Sequence[ModeResult], path: Path, title: str) -> N
     import matplotlib.pyplot as plt
 
     shown = [r for r in results if r.calibration]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 4.2), dpi=120,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(shown), figsize=(max(4.5 * len(shown), 6.5), 4.2),
+                             dpi=120, squeeze=False)
     for ax, r in zip(axes[0], shown, strict=True):
         width = r.calibration[0].high - r.calibration[0].low
         filled = [b for b in r.calibration if b.count]
@@ -163,7 +163,7 @@ def plot_reliability(results: Sequence[ModeResult], path: Path, title: str) -> N
         ax.set_ylim(0, 1.08)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=7)
-    fig.suptitle(title)
+    fig.suptitle(title, fontsize=9)  # dataset names run long with --unanswerable
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
