@@ -2,7 +2,9 @@
 
 Every question is asked as the service asks it (`rank_passages`, hybrid, k=5) and each returned
 passage becomes one row: its evidence and whether it answers (it covers a gold answer span, or
-for a question with answer strings, holds one). Questions asked of a collection that cannot
+for a question with answer strings, holds one). SciFact claims asked of SciFact count too (a passage
+answers when its abstract is judged relevant): they paraphrase more than SQuAD's crowd
+questions, which restate a sentence. Questions asked of a collection that cannot
 answer them give rows that do not answer: SciFact claims and the seed questions against the
 Super Bowl article, Super Bowl questions against SciFact and the seed article, and the 38
 near-miss questions written against the Super Bowl article. The fit is a plain logistic
@@ -25,7 +27,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from qa.collection import Collection  # noqa: E402
-from qa.confidence import FEATURES, Evidence  # noqa: E402
+from qa.confidence import FEATURES, features  # noqa: E402
 from qa.embedding import Embedder  # noqa: E402
 from qa.eval.datasets import Dataset, Question, load_dataset  # noqa: E402
 from qa.eval.judging import passage_hits  # noqa: E402
@@ -41,21 +43,24 @@ CACHE = ROOT / ".cache"
 K = 5
 
 
-def answers(question: Question, passage: Passage) -> bool:
-    if question.spans:
-        return passage_hits(question, passage)
-    return any(a.lower() in passage.text.lower() for a in question.answers)
+def answers(question: Question, passage: Passage, qrels: dict[str, dict[str, int]]) -> bool:
+    if question.id in qrels:  # SciFact: the passage's abstract is judged relevant
+        return qrels[question.id].get(passage.citation.document_id, 0) > 0
+    return passage_hits(question, passage)
 
 
-def rows(collection: Collection, questions: tuple[Question, ...], group: str, answerable: bool
-         ) -> Iterator[tuple[str, str, int, Evidence, bool]]:
+def rows(collection: Collection, questions: tuple[Question, ...], group: str, answerable: bool,
+         qrels: dict[str, dict[str, int]] | None = None
+         ) -> Iterator[tuple[str, str, int, tuple[float, ...], bool]]:
+    """One row per returned passage: (group, question id, rank, features, answers)."""
     for question in questions:
-        for passage, evidence in rank_passages(collection, question.text, K):
-            hit = answerable and answers(question, passage)
-            yield group, question.id, passage.rank, evidence, hit
+        ranked = rank_passages(collection, question.text, K)
+        for (passage, _), row in zip(ranked, features([e for _, e in ranked]), strict=True):
+            hit = answerable and answers(question, passage, qrels or {})
+            yield group, question.id, passage.rank, row, hit
 
 
-def collect(embedder: Embedder) -> list[tuple[str, str, int, Evidence, bool]]:
+def collect(embedder: Embedder) -> list[tuple[str, str, int, tuple[float, ...], bool]]:
     settings = Settings(index_dir=CACHE / "calibration" / "seeds")
     squad = load_dataset(SHARED / "squad-v1.1-dev-super-bowl-50.json")
     scifact = load_dataset(SHARED / "beir-scifact")
@@ -63,7 +68,7 @@ def collect(embedder: Embedder) -> list[tuple[str, str, int, Evidence, bool]]:
                  map(json.loads, (SHARED / "super-bowl-50-unanswerable.jsonl").open()))
     seed = load_dataset(ROOT / "seeds" / "questions.jsonl")
     claims = tuple(q for q in scifact.questions)
-    out: list[tuple[str, str, int, Evidence, bool]] = []
+    out: list[tuple[str, str, int, tuple[float, ...], bool]] = []
     with ExitStack() as stack:
         bowl = stack.enter_context(dataset_index(squad, settings, embedder,
                                                  cache_dir=CACHE / "eval"))
@@ -89,6 +94,9 @@ def collect(embedder: Embedder) -> list[tuple[str, str, int, Evidence, bool]]:
                                                     cache_dir=CACHE / "eval"))
         print(f"squad@scifact: {len(squad.questions)} questions", file=sys.stderr)
         out.extend(rows(science, squad.questions, "squad@scifact", False))
+        # Claims that paraphrase their abstract: hits with less shared wording than SQuAD's.
+        print(f"scifact: {len(claims)} questions", file=sys.stderr)
+        out.extend(rows(science, claims, "scifact", True, cut.qrels))
     return out
 
 
@@ -110,21 +118,68 @@ def predict(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-(w[0] + x @ w[1:])))
 
 
+def auroc(positives: list[float], negatives: list[float]) -> float:
+    """P(a positive scores above a negative), ties counting half."""
+    pos, neg = np.asarray(positives), np.asarray(negatives)
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def ece(confidence: np.ndarray, hit: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width bins."""
+    edges = np.minimum((confidence * bins).astype(int), bins - 1)
+    return float(sum(abs(confidence[edges == b].mean() - hit[edges == b].mean())
+                     * (edges == b).sum() for b in range(bins) if (edges == b).any())
+                 / len(confidence))
+
+
+def report(table: list[list], p: np.ndarray, threshold: float) -> dict[str, float]:
+    """The issue's measures for the top passages: answerable SQuAD against the claims (far)
+    and the near misses."""
+    top = {(row[0], row[1]): (pi, row[4]) for row, pi in zip(table, p, strict=True)
+           if row[2] == 1}
+    def group(name: str) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [v for (g, _), v in top.items() if g == name]
+        return (np.array([c for c, _ in pairs]), np.array([h for _, h in pairs], dtype=float))
+    squad_c, squad_h = group("squad")
+    far_c, _ = group("scifact@bowl")
+    near_c, _ = group("near-miss")
+    mixed_c = np.concatenate([squad_c, far_c])
+    mixed_h = np.concatenate([squad_h, np.zeros(len(far_c))])
+    found = mixed_c >= threshold
+    return {
+        "ece": round(ece(mixed_c, mixed_h), 4),
+        "no_answer_auroc": round(auroc(list(1 - far_c), list(1 - squad_c)), 4),
+        "near_miss_auroc": round(auroc(list(1 - near_c), list(1 - squad_c)), 4),
+        "answered_precision": round(float(mixed_h[found].mean()), 4),
+        "answered_coverage": round(float((squad_c >= threshold).mean()), 4),
+        "squad_hit@1": round(float(squad_h.mean()), 4),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=Path, default=CACHE / "calibration" / "rows.json",
+    parser.add_argument("--rows", type=Path, default=CACHE / "calibration" / "rows-v3.json",
                         help="Where the collected rows are cached (delete to collect again).")
+    parser.add_argument("--threshold", type=float, default=0.5)
     args = parser.parse_args()
     if not args.rows.exists():
         embedder = Embedder()
         data = collect(embedder)
         args.rows.parent.mkdir(parents=True, exist_ok=True)
-        args.rows.write_text(json.dumps([[g, q, r, list(e.features()), h]
-                                         for g, q, r, e, h in data]))
+        args.rows.write_text(json.dumps([[g, q, r, list(f), h] for g, q, r, f, h in data]))
     table = json.loads(args.rows.read_text())
     x = np.array([row[3] for row in table], dtype=np.float64)
     y = np.array([row[4] for row in table], dtype=np.float64)
+    questions = sorted({row[1] for row in table})
+    fold = {q: n % 2 for n, q in enumerate(questions)}
+    held = np.zeros(len(table))
+    for f in (0, 1):
+        train = np.array([fold[row[1]] != f for row in table])
+        held[~train] = predict(fit(x[train], y[train]), x[~train])
+    print("2-fold, held out:", report(table, held, args.threshold))
     w = fit(x, y)
+    print("all data:", report(table, predict(w, x), args.threshold))
     print("BIAS =", round(float(w[0]), 3))
     print("WEIGHTS =", tuple(round(float(v), 3) for v in w[1:]), "#", FEATURES)
 

@@ -20,9 +20,9 @@ from typing import Literal
 import numpy as np
 
 from qa.collection import Collection
-from qa.confidence import Evidence, passage_confidence
+from qa.confidence import Evidence, passage_confidences
 from qa.errors import DocumentNotFound, InvalidInput
-from qa.highlight import SentenceMatch, answer_type, highlight_of, match_sentences
+from qa.highlight import SentenceMatch, highlight_of, match_sentences
 from qa.settings import Mode
 from qa.text import KEYWORD_POSTINGS, query_words
 from qa.types import Answer, ChunkRow, Citation, Passage
@@ -127,8 +127,10 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
              fusion: Literal["features", "rrf"] = "features") -> list[Passage]:
     """Top-k passages, each with its confidence; `fusion="rrf"` swaps in the reciprocal-rank
     baseline (benchmarks)."""
-    return [replace(passage, confidence=round(passage_confidence(evidence), 4))
-            for passage, evidence in rank_passages(collection, question, k, mode, fusion=fusion)]
+    ranked = rank_passages(collection, question, k, mode, fusion=fusion)
+    confidences = passage_confidences([evidence for _, evidence in ranked])
+    return [replace(passage, confidence=round(p, 4))
+            for (passage, _), p in zip(ranked, confidences, strict=True)]
 
 
 def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "hybrid", *,
@@ -143,11 +145,12 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
     # One FTS5 query serves twice: its head is the keyword candidate list, and its long tail
     # gives BM25 to dense candidates (ranking every match costs FTS5 the same either way,
     # while asking again for given rowids costs twice as much).
-    if mode == "hybrid":
-        scored = collection.keyword_search(question, BM25_DEPTH, budget=KEYWORD_POSTINGS)
+    # Dense mode asks it too: BM25 is one of the confidence model's features in every mode.
+    if mode == "keyword":
+        scored = collection.keyword_search(question, depth)
     else:
-        scored = collection.keyword_search(question, depth) if mode == "keyword" else []
-    keyword = scored[:depth]
+        scored = collection.keyword_search(question, BM25_DEPTH, budget=KEYWORD_POSTINGS)
+    keyword = scored[:depth] if mode != "dense" else []
     content, _ = query_words(question)
     absent = len(collection.absent_words(content)) / max(len(content), 1)
     ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
@@ -160,6 +163,7 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         missing = [c for c in ids if c not in cosines]
         if missing:
             cosines.update(collection.cosines(question, missing))
+        bm25 = dict(scored)  # a candidate beyond the first BM25_DEPTH matches counts 0
         matches = dict(zip(ids, match_sentences(question, [rows[c].text for c in ids],
                                                 [rows[c].sentences for c in ids]), strict=True))
         if mode == "dense":
@@ -169,14 +173,12 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         elif fusion == "rrf":
             ranked = fuse_rankings([dense, keyword])
         else:
-            bm25 = dict(scored)  # a candidate beyond the first BM25_DEPTH matches counts 0
             ranked = fuse_features([
                 Features(c, cosines[c], bm25.get(c, 0.0), _sentence_score(matches[c]))
                 for c in ids
             ])
         sentence_scores = {c: _sentence_score(m) for c, m in matches.items()}
-        best_cosine = max(cosines.values(), default=0.0)
-        typed_question = answer_type(question) is not None
+        best_bm25 = max(bm25.values(), default=0.0) or 1.0
         found: list[tuple[Passage, Evidence]] = []
         for span in assemble_passages(ranked, rows, k, sentence_scores):
             lead, first = span.lead, span.first
@@ -200,8 +202,9 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
                 highlight=highlight_of(source.text, source.start, match),
             )
             evidence = Evidence(
-                cosine=cosine, coverage=_coverage(match), cosine_gap=best_cosine - cosine,
-                absent=absent, type_missing=typed_question and not (match and match.typed),
+                cosine=cosine, coverage=_coverage(match),
+                keyword=bm25.get(lead.id, 0.0) / best_bm25, absent=absent,
+                length=span.end - span.start,
             )
             found.append((passage, evidence))
     return found

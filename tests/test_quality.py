@@ -11,6 +11,7 @@ from qa.collection import Collection
 from qa.eval.datasets import load_dataset
 from qa.eval.retrievers import LocalRetriever
 from qa.eval.runner import evaluate
+from qa.settings import Settings
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
 
@@ -48,7 +49,7 @@ def test_passages_never_overlap_and_each_highlight_lies_inside_its_passage(
 def test_confidence_is_lower_when_the_corpus_cannot_answer(built_index: Collection) -> None:
     from qa.retrieval import retrieve
 
-    answerable = retrieve(built_index, "who led the Russian delegation?", 1, "hybrid")[0]
+    answerable = retrieve(built_index, "who heads the Russian delegation?", 1, "hybrid")[0]
     unanswerable = retrieve(built_index, "how do I bake sourdough bread at home?", 1, "hybrid")[0]
     assert answerable.confidence is not None and unanswerable.confidence is not None
     assert answerable.confidence > 0.5 > unanswerable.confidence
@@ -69,3 +70,38 @@ def test_the_first_passage_does_not_depend_on_k(built_index: Collection) -> None
     ten = retrieve(built_index, question, 10, "hybrid")[0]
     assert (one.citation.start, one.citation.end) == (ten.citation.start, ten.citation.end)
     assert "Medinsky" in one.text
+
+
+@pytest.mark.parametrize("question", ["what is the boiling point of tungsten?",
+                                      "how do I bake sourdough bread at home?",
+                                      "Who won the 2018 FIFA World Cup final?"])
+def test_a_question_the_documents_cannot_answer_is_not_found(built_index: Collection,
+                                                            question: str) -> None:
+    from qa.retrieval import answer_of, retrieve
+
+    passages = retrieve(built_index, question, 5, "hybrid")
+    assert passages, "the closest passages are still returned"
+    answer = answer_of(passages, Settings().min_confidence)
+    assert not answer.found, (answer, passages[0].text[:120])
+
+
+def test_an_answered_question_is_found_with_the_answer_in_its_first_passage(
+    built_index: Collection,
+) -> None:
+    from qa.retrieval import answer_of, retrieve
+
+    passages = retrieve(built_index, "who heads the Russian delegation?", 5, "hybrid")
+    answer = answer_of(passages, Settings().min_confidence)
+    assert answer.found and answer.confidence == passages[0].confidence
+    assert passages[0].highlight is not None and "Medinsky" in passages[0].highlight.text
+
+
+def test_each_passage_has_its_own_confidence_and_weak_ones_rank_lower(
+    built_index: Collection,
+) -> None:
+    from qa.retrieval import retrieve
+
+    passages = retrieve(built_index, "who heads the Russian delegation?", 5, "hybrid")
+    confidences = [p.confidence for p in passages]
+    assert len(set(confidences)) > 1, "not the top passage's chance copied down the list"
+    assert confidences[0] == max(c for c in confidences if c is not None)

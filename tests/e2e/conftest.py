@@ -73,7 +73,9 @@ class HostSite:
         self.server.server_close()
 
 
-QUESTION = "who led the Russian delegation?"
+# Phrased as the article says it ("headed by"): the confidence model leans on shared wording,
+# and "who led ..." scores under the threshold (see README, Knowing when there is no answer).
+QUESTION = "who heads the Russian delegation?"
 # Host-page CSS that would wreck the widget if it leaked into the shadow root.
 HOSTILE_CSS = ("<style>button{display:none} p{color:red;font-size:40px} "
                "ol,li{display:inline} input{width:5px}</style>")

@@ -15,7 +15,7 @@ from .conftest import QUESTION, HostSite, ask, embed, inline
 pytestmark = pytest.mark.slow
 
 TUNGSTEN = "what is the boiling point of tungsten?"
-EXAMPLES = '[&quot;who led the Russian delegation?&quot;]'
+EXAMPLES = '[&quot;who heads the Russian delegation?&quot;]'
 AXE_OPTIONS = {
     "runOnly": {"type": "tag",
                 "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]},
