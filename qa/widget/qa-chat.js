@@ -13,6 +13,10 @@
   const ATTRS = ["endpoint", "title", "placeholder", "lang", "k", "open", "timeout", "examples"];
   const CONTEXT_CHARS = 160;
   const MAX_EXAMPLES = 6;
+  // The server's defaults (QA_MAX_QUESTION_CHARS, QA_MAX_K), kept here only so the input stops
+  // typing early; the server decides, and its 422 detail is shown if it was configured lower.
+  const MAX_QUESTION_CHARS = 1000;
+  const MAX_K = 50;
 
   // {n} and {t} in a string are filled in by fill().
   const STRINGS = {
@@ -177,7 +181,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       return [];
     }
     if (!Array.isArray(list)) return [];
-    return list.filter((item) => typeof item === "string" && item.trim() && item.length <= 1000)
+    return list.filter((item) => typeof item === "string" && item.trim() && item.length <= MAX_QUESTION_CHARS)
       .map((item) => item.trim()).slice(0, MAX_EXAMPLES);
   };
 
@@ -217,7 +221,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       this._label = h("label", { for: "input", class: "sr" });
       this._input = h("input", {
         id: "input", part: "input", type: "text", autocomplete: "off", enterkeyhint: "send",
-        maxlength: "1000",
+        maxlength: String(MAX_QUESTION_CHARS),
       });
       this._send = h("button", { type: "submit", class: "send", part: "send" },
         icon("M3 20.5 21 12 3 3.5 3 10l12 2-12 2z"));
@@ -250,10 +254,10 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       this.setAttribute("endpoint", value);
     }
 
-    /** Passages to ask for: an integer in 1..50, or null to use the server's default. */
+    /** Passages to ask for: an integer in 1..MAX_K, or null to use the server's default. */
     get k() {
       const value = Number(this.getAttribute("k"));
-      return Number.isInteger(value) && value >= 1 && value <= 50 ? value : null;
+      return Number.isInteger(value) && value >= 1 && value <= MAX_K ? value : null;
     }
 
     set k(value) {
