@@ -88,3 +88,27 @@ def test_indexing_with_progress_shows_the_embedding_bar_and_is_quiet_without(
 def test_deleting_an_unknown_document_is_not_found(built_index: Collection) -> None:
     with pytest.raises(DocumentNotFound):
         built_index.delete("missing")
+
+
+def test_one_file_named_three_ways_is_one_document_and_leaves_no_orphan_vectors(
+    collection: Collection, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("f.txt").write_text("The lighthouse keeper paints the shutters blue.", "utf-8")
+    summary = index_paths(collection, [Path("f.txt"), Path("f.txt"), Path("./f.txt")],
+                          progress=False)
+    assert (summary.added, summary.embedded) == (1, 1)
+    assert collection.counts() == (1, 1)
+    report = collection.check()
+    assert report["orphan_vectors"] == report["missing_vectors"] == 0
+
+
+def test_a_metadata_only_change_is_stored_without_embedding(collection: Collection,
+                                                            embedder: Embedder) -> None:
+    text = "The tide rose 40 cm at noon."
+    collection.add([Document(id="t", text=text, title="Tides", metadata={"tag": "a"})])
+    calls = embedder.calls
+    report = collection.add([Document(id="t", text=text, title="Tides",
+                                      metadata={"tag": "b"})])
+    assert report.replaced == ["t"] and report.embedded == 0 and embedder.calls == calls
+    assert collection.get_document("t").metadata == {"tag": "b"}
