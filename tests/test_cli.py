@@ -30,15 +30,22 @@ def test_index_then_ask_json_prints_the_http_body(seed_docs: Path, tmp_path: Pat
                cwd=tmp_path)
     assert asked.returncode == 0, asked.stderr
     body = json.loads(asked.stdout)
-    assert set(body) == {"question", "passages", "took_ms"}
+    assert set(body) == {"question", "answer", "passages", "took_ms"}
+    assert set(body["answer"]) == {"found", "confidence", "threshold"}
     first = body["passages"][0]
     assert "Medinsky" in first["text"]
     assert set(first["citation"]) >= {"document_id", "title", "source", "date", "chunk_id",
                                       "start", "end"}
 
-    readable = qa("ask", "who led the Russian delegation?", "-k", "1", "--index", "idx",
+    readable = qa("ask", "who heads the Russian delegation?", "-k", "1", "--index", "idx",
                   cwd=tmp_path)
-    assert readable.returncode == 0 and "Medinsky" in readable.stdout
+    assert readable.returncode == 0 and "» The Russian delegation" in readable.stdout
+
+    unanswerable = qa("ask", "what is the boiling point of tungsten?", "--index", "idx",
+                      cwd=tmp_path)
+    assert unanswerable.returncode == 0
+    assert unanswerable.stdout.startswith("No passage in the index seems to answer this")
+    assert "»" not in unanswerable.stdout, "no sentence is presented as the answer"
 
 
 @pytest.mark.parametrize(
