@@ -314,3 +314,42 @@ def test_questions_are_answered_while_a_large_upload_is_embedded(
         writer.join()
     assert outcome["status"] == 201
     assert client.delete("/documents/quarries").status_code == 204
+
+
+# -- defect 1 over HTTP: one bad upload costs only itself -------------------------------------
+
+HOSTILE_UPLOADS: list[tuple[str, bytes]] = [
+    ("binary-tag.md", b"---\nblob: !!binary aGVsbG8=\n---\n# Blob\n\nText after front matter.\n"),
+    ("a-set.md", b"---\ntags: !!set {a, b}\n---\n# Set\n\nText after front matter.\n"),
+    ("deep.md", b"---\nx: " + b"[" * 3000 + b"]" * 3000 + b"\n---\n# Deep\n\nText.\n"),
+    ("alias-bomb.md", b"---\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a,"
+                      b" *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n---\nText.\n"),
+    ("nul-late.txt", b"x" * 9000 + b"\x00 hidden"),
+    ("not-utf8.txt", b"caf\xe9 au lait"),
+    ("empty.txt", b""),
+    ("fake.pdf", b"%PDF-1.7 this is not a pdf"),
+    ("fake.docx", b"PK\x03\x04 not a zip"),
+    ("list-front-matter.md", b"---\n- a\n- b\n---\nText.\n"),
+    ("../../escape/../a/../..", b"a name that is only dot segments"),
+    ("tool.exe", b"MZ"),
+]
+
+
+def test_a_batch_of_good_and_hostile_uploads_stores_the_good_and_reports_each_bad(
+    client: httpx.Client,
+) -> None:
+    good = [("good-one.txt", b"The lighthouse keeper paints the shutters blue every spring."),
+            ("good-two.md", b"---\ntag: fine\n---\n# Tides\n\nThe tide rose 40 cm at noon.\n")]
+    parts = [("file", (name, data, "application/octet-stream"))
+             for name, data in [good[0], *HOSTILE_UPLOADS, good[1]]]
+    response = client.post("/documents", files=parts)
+    assert response.status_code == 201, response.text
+    results = response.json()["results"]
+    assert [r["status"] for r in results] == ["added", *["failed"] * len(HOSTILE_UPLOADS),
+                                              "added"]
+    for result in results[1:-1]:
+        assert result["error"]["status"] in (413, 415, 422), result
+        assert "\n" not in result["error"]["detail"]
+    assert client.get("/documents/good-one.txt").json()["metadata"] == {}
+    assert client.get("/documents/good-two.md").json()["metadata"] == {"tag": "fine"}
+    assert client.get("/healthz").status_code == 200
