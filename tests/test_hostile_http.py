@@ -322,8 +322,9 @@ HOSTILE_UPLOADS: list[tuple[str, bytes]] = [
     ("binary-tag.md", b"---\nblob: !!binary aGVsbG8=\n---\n# Blob\n\nText after front matter.\n"),
     ("a-set.md", b"---\ntags: !!set {a, b}\n---\n# Set\n\nText after front matter.\n"),
     ("deep.md", b"---\nx: " + b"[" * 3000 + b"]" * 3000 + b"\n---\n# Deep\n\nText.\n"),
-    ("alias-bomb.md", b"---\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a,"
-                      b" *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n---\nText.\n"),
+    ("alias-bomb.md", b"---\na: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                      b"b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                      b"c: [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n---\nText.\n"),
     ("nul-late.txt", b"x" * 9000 + b"\x00 hidden"),
     ("not-utf8.txt", b"caf\xe9 au lait"),
     ("empty.txt", b""),
