@@ -276,13 +276,19 @@ class Collection:
     def chunk(self, document: Document) -> list[Chunk]:
         return split_document(document, self.manifest.chunk_tokens, self.manifest.chunk_overlap)
 
+    def _changes(self, documents: Sequence[Document], force: bool
+                 ) -> list[tuple[Document, Change]]:
+        """Each document (an id given twice counts once, as its last occurrence) with what
+        writing it would change (`change_of`)."""
+        latest = {d.id: d for d in documents}
+        states = self.store.document_states(list(latest))
+        return [(d, change_of(d, states.get(d.id), force=force)) for d in latest.values()]
+
     def needs_embedding(self, documents: Sequence[Document], *, force: bool = False
                         ) -> list[Document]:
         """Those of `documents` that `add` would chunk and embed (new or changed content)."""
-        states = self.store.document_states([d.id for d in documents])
-        latest = {d.id: d for d in documents}
-        return [d for d in latest.values()
-                if change_of(d, states.get(d.id), force=force) in ("added", "replaced")]
+        return [d for d, change in self._changes(documents, force)
+                if change in ("added", "replaced")]
 
     def add(self, documents: Sequence[Document], *, force: bool = False,
             progress: bool | None = None,
@@ -294,13 +300,10 @@ class Collection:
         is written once, as its last occurrence.
         """
         self._check_writable()  # before any embedding is spent
-        latest = {d.id: d for d in documents}
-        states = self.store.document_states(list(latest))
         report = WriteReport()
         todo: list[tuple[Document, list[Chunk]]] = []
         details: list[Document] = []
-        for document in latest.values():
-            change = change_of(document, states.get(document.id), force=force)
+        for document, change in self._changes(documents, force):
             if change == "unchanged":
                 report.skipped.append(document.id)
                 continue

@@ -42,6 +42,16 @@ _ATX_HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$", re.M)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def text_problem(value: str, what: str) -> str | None:
+    """Why `value` cannot be stored as text (a NUL or a lone surrogate), or None."""
+    unstorable = _UNSTORABLE.search(value)
+    if unstorable is None:
+        return None
+    if unstorable.group() == "\x00":
+        return f"{what} must not contain NUL characters"
+    return f"{what} is not valid Unicode (lone surrogate)"
+
+
 def decode_text(data: bytes, name: str) -> str:
     """Strict UTF-8, so a wrong encoding is reported rather than indexed as mojibake."""
     if not data.strip():

@@ -211,10 +211,6 @@ class Store:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def content_hashes(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._conn.execute("SELECT id, content_hash FROM documents").fetchall())
-
     def document_states(self, ids: Sequence[str]
                         ) -> dict[str, tuple[str, dict[str, Any], str | None]]:
         """(content hash, metadata, source) of those of `ids` that are stored."""
@@ -242,23 +238,21 @@ class Store:
         return int(docs), int(chunks)
 
     def embedded_chunk_ids(self) -> npt.NDArray[np.int64]:
+        return self._ids("SELECT id FROM chunks WHERE embedding IS NOT NULL ORDER BY id")
+
+    def _ids(self, query: str) -> npt.NDArray[np.int64]:
+        """The one integer column of `query`, as an int64 array."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT id FROM chunks WHERE embedding IS NOT NULL ORDER BY id"
-            ).fetchall()
+            rows = self._conn.execute(query).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def chunk_ids(self) -> npt.NDArray[np.int64]:
-        with self._lock:
-            rows = self._conn.execute("SELECT id FROM chunks ORDER BY id").fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return self._ids("SELECT id FROM chunks ORDER BY id")
 
     def keyword_ids(self) -> npt.NDArray[np.int64]:
         """Chunk ids the keyword index holds postings for (a contentless FTS5 table still
         lists its rowids)."""
-        with self._lock:
-            rows = self._conn.execute("SELECT rowid FROM chunks_fts ORDER BY rowid").fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        return self._ids("SELECT rowid FROM chunks_fts ORDER BY rowid")
 
     def keyword_index_intact(self) -> bool:
         """FTS5's own structural check of its b-trees (it cannot compare a contentless

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
-from qa.loaders import MAX_ID_CHARS, id_problem, metadata_problem
+from qa.loaders import MAX_ID_CHARS, id_problem, metadata_problem, text_problem
 from qa.settings import Mode, Settings
 from qa.types import Answer, DocumentRow, Passage
 
@@ -121,16 +121,6 @@ class Health(BaseModel):
 
 
 # -- writes ----------------------------------------------------------------------------------
-
-
-def text_problem(value: str, what: str) -> str | None:
-    if "\x00" in value:
-        return f"{what} must not contain NUL characters"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{what} is not valid Unicode (lone surrogate)"
-    return None
 
 
 class DocumentFields(BaseModel):
