@@ -99,3 +99,20 @@ class RateLimited(QAError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail, headers={"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class CollectionNotFound(QAError):
+    status = 404
+    title = "Collection not found"
+
+
+class CollectionExists(QAError):
+    """A collection of that name exists already (or `default`, which cannot be deleted)."""
+
+    status = 409
+    title = "Collection conflict"
+
+
+class KeyNotFound(QAError):
+    status = 404
+    title = "Key not found"

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+
+# A collection's name: a folder name and a URL path segment as it stands, in every file system.
+COLLECTION_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+DEFAULT_COLLECTION = "default"  # today's routes and an existing index directory mean this one
 
 # A document's text is one transaction of chunks; 4M characters is ~6,000 chunks (a long book).
 MAX_TEXT_CHARS = 4_000_000
