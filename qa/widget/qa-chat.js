@@ -1,6 +1,7 @@
 /* <qa-chat>: a dependency-free chat widget for the qa API, served as-is (no build step).
  * Embed: <script src="https://HOST/widget.js" data-endpoint="https://HOST" defer></script>
  * or place <qa-chat endpoint="https://HOST"></qa-chat> inline. See the README, "Chat widget".
+ * `collection`, `key` (a search key: public by design) and `filter` scope what it searches.
  * Anything that comes from the server or a document is written with textContent, never parsed
  * as HTML, and only http(s) URLs become links. The file is ASCII (\u escapes), so it reads the
  * same whatever charset the host page declares. */
@@ -10,7 +11,10 @@
   const script = document.currentScript;
   // Where this file was loaded from: the default endpoint when none is given.
   const scriptUrl = script && script.src ? script.src : "";
-  const ATTRS = ["endpoint", "title", "placeholder", "lang", "k", "open", "timeout", "examples"];
+  const ATTRS = ["endpoint", "title", "placeholder", "lang", "k", "open", "timeout", "examples",
+    "collection", "key", "filter"];
+  // Read both as `name` and as `data-name` (the one-tag embed copies data-* onto the element).
+  const DATA_ATTRS = ["examples", "collection", "key", "filter"];
   const CONTEXT_CHARS = 160;
   const MAX_EXAMPLES = 6;
   // The server's defaults (QA_MAX_QUESTION_CHARS, QA_MAX_K), kept here only so the input stops
@@ -197,13 +201,14 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
 
   class QAChat extends HTMLElement {
     static get observedAttributes() {
-      return [...ATTRS, "data-examples"];
+      return [...ATTRS, ...DATA_ATTRS.map((name) => `data-${name}`)];
     }
 
     constructor() {
       super();
       this._controller = null;
       this._examplesKey = null;
+      this._warned = new Set();
       const root = this.attachShadow({ mode: "open" });
       this._launcher = h("button", {
         type: "button", class: "launcher", part: "launcher",
@@ -274,13 +279,73 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       this.setAttribute("timeout", String(value));
     }
 
+    /** An attribute given as `name` or `data-name`, the first wins; null when neither is. */
+    _attr(name) {
+      return this.getAttribute(name) ?? this.getAttribute(`data-${name}`);
+    }
+
     /** Example questions the greeting offers (`examples` or `data-examples`, a JSON list). */
     get examples() {
-      return parseExamples(this.getAttribute("examples") ?? this.getAttribute("data-examples"));
+      return parseExamples(this._attr("examples"));
     }
 
     set examples(value) {
       this.setAttribute("examples", JSON.stringify(value));
+    }
+
+    /** The collection asked, or null for the server's `default` (today's routes). */
+    get collection() {
+      const name = (this._attr("collection") || "").trim();
+      return name && name !== "default" ? name : null;
+    }
+
+    set collection(value) {
+      this.setAttribute("collection", value);
+    }
+
+    /** A search key sent as `Authorization: Bearer`; anyone can read it from the page. */
+    get key() {
+      const key = (this._attr("key") || "").trim();
+      if (!key || /^[\x21-\x7e]+$/.test(key)) return key;
+      this._warn("key", "is not an API key (printable ASCII); asking without it");
+      return "";
+    }
+
+    set key(value) {
+      this.setAttribute("key", value);
+    }
+
+    /** A JSON object sent as the question's `filter`; anything else is ignored with a warning. */
+    get filter() {
+      const raw = this._attr("filter");
+      if (raw === null || !raw.trim()) return null;
+      let value;
+      try {
+        value = JSON.parse(raw);
+      } catch {
+        value = null;
+      }
+      if (value && typeof value === "object" && !Array.isArray(value)) return value;
+      this._warn("filter", "is not a JSON object; asking without it");
+      return null;
+    }
+
+    set filter(value) {
+      this.setAttribute("filter", JSON.stringify(value));
+    }
+
+    /** A console warning about a bad attribute, once per attribute and value. */
+    _warn(name, problem) {
+      const seen = `${name}=${this._attr(name)}`;
+      if (this._warned.has(seen)) return;
+      this._warned.add(seen);
+      console.warn(`<${TAG}>: the ${name} attribute ${problem}`);
+    }
+
+    /** Where the collection's routes start: the endpoint, or its /collections/{name}. */
+    _base(endpoint) {
+      const name = this.collection;
+      return name ? `${endpoint}/collections/${encodeURIComponent(name)}` : endpoint;
     }
 
     get open() {
@@ -400,12 +465,16 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
         if (!endpoint) throw new Error(s.noEndpoint);
         const body = { question };
         if (this.k !== null) body.k = this.k;
+        const filter = this.filter;
+        if (filter) body.filter = filter;
+        const headers = { "Content-Type": "application/json", Accept: "application/json" };
+        if (this.key) headers.Authorization = `Bearer ${this.key}`;
+        const base = this._base(endpoint);
         let response;
         try {
-          response = await fetch(`${endpoint}/ask`, {
+          response = await fetch(`${base}/ask`, {
             method: "POST", mode: "cors", credentials: "omit", signal: controller.signal,
-            headers: { "Content-Type": "application/json", Accept: "application/json" },
-            body: JSON.stringify(body),
+            headers, body: JSON.stringify(body),
           });
         } catch (error) {
           if (controller.signal.aborted) throw error;
@@ -414,7 +483,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
         const data = await response.json().catch(() => null);
         if (!response.ok) throw new ProblemError(response.status, data);
         if (!data || !Array.isArray(data.passages)) throw new ProblemError(response.status, null);
-        status.replaceWith(...this._renderAnswer(data, endpoint));
+        status.replaceWith(...this._renderAnswer(data, base));
         this.dispatchEvent(new CustomEvent("qa-chat:answer", {
           bubbles: true, composed: true,
           detail: { question, passages: data.passages, answer: data.answer || null },
@@ -440,11 +509,11 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
     }
 
     /** Answer first: the top passage's sentence, then the rest; or a plain "not found". */
-    _renderAnswer(data, endpoint) {
+    _renderAnswer(data, base) {
       const s = this.strings;
       const passages = data.passages;
       const { found, threshold } = verdict(data);
-      const items = passages.map((passage, i) => this._renderPassage(passage, endpoint, i + 1,
+      const items = passages.map((passage, i) => this._renderPassage(passage, base, i + 1,
         found && (i === 0 || !(Number(passage.confidence) < threshold))));
       if (!found || !passages.length) {
         this._announce(passages.length ? fill(s.notFound, { n: passages.length }) : s.noAnswer);
@@ -469,7 +538,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
     }
 
     /** One passage: context (its sentence marked when `confident`), title, date and link. */
-    _renderPassage(passage, endpoint, n, confident) {
+    _renderPassage(passage, base, n, confident) {
       const s = this.strings;
       const citation = passage.citation || {};
       const text = codePoints(passage.text);
@@ -491,7 +560,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       const meta = h("p", { class: "meta", part: "meta" }, h("strong", { text: title }));
       const date = citation.date ? this._date(citation.date) : "";
       if (date) meta.append(h("time", { datetime: String(citation.date), text: date }));
-      const source = httpUrl(`${endpoint}/source/${String(citation.document_id || "")
+      const source = httpUrl(`${base}/source/${String(citation.document_id || "")
         .split("/").map(encodeURIComponent).join("/")}`);
       if (source) {
         source.searchParams.set("start", String(citation.start));
