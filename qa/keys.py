@@ -14,6 +14,7 @@ CLI, another worker) holds in all of them from the next request on.
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import hmac
 import json
@@ -101,9 +102,7 @@ class ApiKey:
 
     def fixed_filter(self) -> Filter | None:
         """The filter a search key ANDs onto every question (`all_of(key, request)`)."""
-        from qa.filters import parse_filter
-
-        return None if self.filter is None else parse_filter(self.filter, where="key filter")
+        return None if self.filter is None else _parsed_filter(_canonical(self.filter))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: never the secret nor its digest (neither is held here)."""
@@ -301,12 +300,24 @@ def _filter(role: str, value: Any) -> dict[str, Any] | None:
     if not isinstance(value, Mapping):
         raise InvalidInput("filter: must be a JSON object")
     copy = _copy_json(value)
-    if len(json.dumps(copy)) > MAX_FILTER_CHARS:
+    canonical = _canonical(copy)
+    if len(canonical) > MAX_FILTER_CHARS:
         raise InvalidInput(f"filter: at most {MAX_FILTER_CHARS} characters as JSON")
+    _parsed_filter(canonical)  # its InvalidInput names the field or operator
+    return cast(dict[str, Any], copy)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_filter(canonical: str) -> Filter:
+    """A key's filter, parsed once per distinct filter: each request reads its key afresh, and
+    parsing is most of that read's time."""
     from qa.filters import parse_filter
 
-    parse_filter(copy, where="filter")  # its InvalidInput names the field or operator
-    return copy
+    return parse_filter(json.loads(canonical), where="filter")
+
+
+def _canonical(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _origins(value: Any) -> tuple[str, ...]:
