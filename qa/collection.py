@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from qa.errors import (
     IndexNotFound,
     ReadOnlyIndex,
 )
+from qa.filters import Filter
 from qa.settings import Settings
 from qa.store import SCHEMA_VERSION, Store
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
@@ -40,6 +42,10 @@ MANIFEST = "manifest.json"
 DATABASE = "qa.sqlite3"
 SNAPSHOT = "vectors.faiss"
 LOCK = "qa.lock"  # never deleted: a new file would be a new lock beside one still held
+# Filters whose allowed chunk ids are remembered (see allowed_ids), and at most this many ids
+# in all (8 bytes each: 32 MB), so a large collection's broad filters cannot hoard memory.
+ALLOWED_CACHE = 32
+ALLOWED_CACHE_IDS = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,10 @@ class Collection:
         self._seen_version = -1
         self._dirty = False
         self._lock_fd: int | None = None  # see lock_index; released by close
+        # (filter key, data version) → allowed chunk ids; see allowed_ids
+        self._allowed: OrderedDict[tuple[str, tuple[int, int]], npt.NDArray[np.int64]] = (
+            OrderedDict())
+        self._allowed_lock = threading.Lock()
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -389,20 +399,46 @@ class Collection:
         with self.store.snapshot():
             yield
 
-    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
-        return self.store.chunk_rows(ids)
+    def chunk_rows(self, ids: Sequence[int], *, filter: Filter | None = None
+                   ) -> dict[int, ChunkRow]:
+        """Chunks by id; with a `filter`, only those it allows as this read sees them."""
+        return self.store.chunk_rows(ids, filter=filter)
 
     def text_span(self, document_id: str, start: int, end: int) -> str:
         return self.store.text_span(document_id, start, end)
 
     # -- search ------------------------------------------------------------------------------
 
-    def dense_search(self, question: str, k: int) -> list[tuple[int, float]]:
+    def dense_search(self, question: str, k: int, *, filter: Filter | None = None
+                     ) -> list[tuple[int, float]]:
+        """Top-k chunks by cosine; with a `filter`, top-k among the chunks it allows."""
         query = self.embedder.embed_query(question)
         self.refresh()
+        allowed = None if filter is None else self.allowed_ids(filter)
         with self._lock:
-            ids, scores = self._vectors.search(query, k)
+            ids, scores = self._vectors.search(query, k, allowed=allowed)
         return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+
+    def allowed_ids(self, filter: Filter) -> npt.NDArray[np.int64]:
+        """The ids of the chunks `filter` allows, ascending. Remembered per (filter, version
+        of the data) for the last ALLOWED_CACHE filters: a site's widget sends the same
+        filter with every question (Elasticsearch caches filter bitsets for the same reason),
+        and any write, here or in another process, changes the version."""
+        key = (filter.key, self.store.version())
+        with self._allowed_lock:
+            cached = self._allowed.get(key)
+            if cached is not None:
+                self._allowed.move_to_end(key)
+                return cached
+        ids = self.store.filtered_chunk_ids(filter)
+        ids.setflags(write=False)  # shared by every question that asks the same filter
+        with self._allowed_lock:
+            self._allowed[key] = ids
+            while len(self._allowed) > 1 and (
+                    len(self._allowed) > ALLOWED_CACHE
+                    or sum(len(v) for v in self._allowed.values()) > ALLOWED_CACHE_IDS):
+                self._allowed.popitem(last=False)
+        return ids
 
     def cosines(self, question: str, ids: Sequence[int]) -> list[tuple[int, float]]:
         """Exact cosine of the question with given chunks, from their stored vectors."""
@@ -414,9 +450,9 @@ class Collection:
         """Those of `words` found nowhere in the collection."""
         return self.store.absent_words(words)
 
-    def keyword_search(self, question: str, k: int, *, budget: int | None = None
-                       ) -> list[tuple[int, float]]:
-        return self.store.keyword_search(question, k, budget=budget)
+    def keyword_search(self, question: str, k: int, *, budget: int | None = None,
+                       filter: Filter | None = None) -> list[tuple[int, float]]:
+        return self.store.keyword_search(question, k, budget=budget, filter=filter)
 
 
 def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]]

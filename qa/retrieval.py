@@ -22,6 +22,7 @@ import numpy as np
 from qa.collection import Collection
 from qa.confidence import Evidence, passage_confidences
 from qa.errors import DocumentNotFound, InvalidInput
+from qa.filters import Filter
 from qa.highlight import SentenceMatch, highlight_of, match_sentences
 from qa.settings import Mode
 from qa.text import KEYWORD_POSTINGS, query_words
@@ -124,32 +125,44 @@ def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, Chunk
 
 
 def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid", *,
-             fusion: Literal["features", "rrf"] = "features") -> list[Passage]:
+             fusion: Literal["features", "rrf"] = "features", filter: Filter | None = None
+             ) -> list[Passage]:
     """Top-k passages, each with its confidence; `fusion="rrf"` swaps in the reciprocal-rank
-    baseline (benchmarks)."""
-    ranked = rank_passages(collection, question, k, mode, fusion=fusion)
+    baseline (benchmarks). With a `filter`, only chunks it allows are searched and returned."""
+    ranked = rank_passages(collection, question, k, mode, fusion=fusion, filter=filter)
     confidences = passage_confidences([evidence for _, evidence in ranked])
     return [replace(passage, confidence=round(p, 4))
             for (passage, _), p in zip(ranked, confidences, strict=True)]
 
 
 def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "hybrid", *,
-                  fusion: Literal["features", "rrf"] = "features"
+                  fusion: Literal["features", "rrf"] = "features", filter: Filter | None = None
                   ) -> list[tuple[Passage, Evidence]]:
-    """Top-k passages (no confidence yet) with the evidence the confidence model reads."""
+    """Top-k passages (no confidence yet) with the evidence the confidence model reads.
+
+    A `filter` is applied inside each search, not to its results: the vector search only
+    visits allowed chunks and the keyword query joins the filter, so both candidate lists
+    are full of allowed chunks however selective the filter is. The rows are read under it
+    once more, in the snapshot, so a passage (and any neighbour merged into it) is allowed
+    by the data it is cut from, even if a write changed a document meanwhile.
+    """
     question = question.strip()
     if not question:
         raise InvalidInput("question must not be empty")
+    if filter is not None and filter.matches_all:
+        filter = None
     depth = max(2 * k, MIN_DEPTH)
-    dense = collection.dense_search(question, depth) if mode != "keyword" else []
+    dense = (collection.dense_search(question, depth, filter=filter) if mode != "keyword"
+             else [])
     # One FTS5 query serves twice: its head is the keyword candidate list, and its long tail
     # gives BM25 to dense candidates (ranking every match costs FTS5 the same either way,
     # while asking again for given rowids costs twice as much).
     # Dense mode asks it too: BM25 is one of the confidence model's features in every mode.
     if mode == "keyword":
-        scored = collection.keyword_search(question, depth)
+        scored = collection.keyword_search(question, depth, filter=filter)
     else:
-        scored = collection.keyword_search(question, BM25_DEPTH, budget=KEYWORD_POSTINGS)
+        scored = collection.keyword_search(question, BM25_DEPTH, budget=KEYWORD_POSTINGS,
+                                           filter=filter)
     keyword = scored[:depth] if mode != "dense" else []
     content, _ = query_words(question)
     absent = len(collection.absent_words(content)) / max(len(content), 1)
@@ -157,7 +170,7 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
     # One read for the rows and every text sliced from them: a concurrent write of a document
     # can never give a passage one version's offsets and another's text.
     with collection.snapshot():
-        rows = collection.chunk_rows(ids)
+        rows = collection.chunk_rows(ids, filter=filter)
         ids = [c for c in ids if c in rows]
         cosines = dict(dense)
         missing = [c for c in ids if c not in cosines]

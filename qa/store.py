@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from qa.chunking import split_sentences
 from qa.errors import DocumentNotFound, IndexNotFound, ReadOnlyIndex, StorageFull
+from qa.filters import Filter
 from qa.text import keyword_query, porter_stem, query_words, rarest
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
 
@@ -294,9 +295,12 @@ class Store:
                 " JOIN documents d ON d.id = c.document_id WHERE c.embedding IS NULL"
             ).fetchall()
 
-    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
-        """Chunks by id, with their text sliced from the document; deleted ids are absent."""
+    def chunk_rows(self, ids: Sequence[int], *, filter: Filter | None = None
+                   ) -> dict[int, ChunkRow]:
+        """Chunks by id, with their text sliced from the document; deleted ids are absent, and
+        so are those `filter` does not allow (as the rows stand in this read)."""
         found: dict[int, ChunkRow] = {}
+        where, params = filter.sql() if filter is not None else ("1", [])
         for batch in _batches([int(i) for i in ids], MAX_PARAMETERS):
             with self._lock:
                 rows = self._conn.execute(
@@ -304,8 +308,8 @@ class Store:
                     " substr(d.text, c.start + 1, c.end - c.start), c.page, c.heading_path,"
                     " d.title, d.source, d.date, d.url, c.sentences"
                     " FROM chunks c JOIN documents d ON d.id = c.document_id"
-                    f" WHERE c.id IN ({','.join('?' * len(batch))})",
-                    batch,
+                    f" WHERE c.id IN ({','.join('?' * len(batch))}) AND ({where})",
+                    [*batch, *params],
                 ).fetchall()
             for r in rows:
                 spans = None if r[11] is None else np.frombuffer(r[11], dtype=np.int32)
@@ -316,22 +320,51 @@ class Store:
                                                         strict=True)))
         return found
 
-    def keyword_search(self, question: str, k: int, *, budget: int | None = None
-                       ) -> list[tuple[int, float]]:
+    def keyword_search(self, question: str, k: int, *, budget: int | None = None,
+                       filter: Filter | None = None) -> list[tuple[int, float]]:
         """BM25 over chunks (FTS5); scores are positive, higher is better. With a `budget`,
         common words are left out when the question's postings would exceed it (see
-        KEYWORD_POSTINGS)."""
+        KEYWORD_POSTINGS). With a `filter`, only the chunks it allows are ranked: the filter
+        is joined into the query, so k allowed matches come back whenever k exist."""
         with self._lock:
             keep = (lambda _: True) if budget is None else self._affordable(question, budget)
             query = keyword_query(question, keep)
             if query is None:
                 return []
-            rows = self._conn.execute(
-                "SELECT rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
-                " WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
-                (query, k),
-            ).fetchall()
+            if filter is None:
+                rows = self._conn.execute(
+                    "SELECT rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
+                    " WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+                    (query, k),
+                ).fetchall()
+            else:
+                where, params = filter.sql()
+                # FTS5 drives (its matches, then each one's chunk and document by key), so a
+                # filter costs a lookup per match, never a scan of the collection.
+                rows = self._conn.execute(
+                    "SELECT f.rowid, -bm25(chunks_fts) AS score FROM chunks_fts f"
+                    " JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id"
+                    f" WHERE chunks_fts MATCH ? AND ({where}) ORDER BY bm25(chunks_fts) LIMIT ?",
+                    (query, *params, k),
+                ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
+
+    def filtered_chunk_ids(self, filter: Filter) -> npt.NDArray[np.int64]:
+        """The ids of the chunks `filter` allows, ascending (one query over chunks and their
+        documents)."""
+        where, params = filter.sql()
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id"
+                f" WHERE {where} ORDER BY c.id", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def version(self) -> tuple[int, int]:
+        """Changes with every commit that can change what a read returns: another
+        connection's (`data_version`) or this one's (its count of changed rows)."""
+        with self._lock:
+            return (int(self._conn.execute("PRAGMA data_version").fetchone()[0]),
+                    self._conn.total_changes)
 
     def absent_words(self, words: Sequence[str]) -> list[str]:
         """Those of `words` that no chunk holds (as FTS5 stems them). One indexed probe each:

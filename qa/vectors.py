@@ -48,6 +48,9 @@ HNSW_EF_SEARCH = 512
 REFINE_FACTOR = 4
 MIN_TRAINING = 1000  # vectors needed to learn the 8-bit codes' range per dimension
 COMPACT_FRACTION = 0.2
+# With a filter, fewer allowed vectors than this are scored exactly rather than by a graph
+# walk (see VectorIndex._search_allowed; measured below).
+EXACT_BELOW = 10_000
 _DEAD = -1
 
 
@@ -64,6 +67,7 @@ class VectorIndex:
         self._dead = 0
         self._selector: Any = None  # see _live_slots
         self._dead_slots: Any = None
+        self._slots: tuple[tuple[Any, int, int], Ids] | None = None  # see _slot_ids
 
     # -- shape -------------------------------------------------------------------------------
 
@@ -145,11 +149,15 @@ class VectorIndex:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def search(self, query: npt.NDArray[np.float32], k: int) -> tuple[Ids, npt.NDArray[np.float32]]:
-        """Top-k (ids, scores) for one query row; fewer when the index holds fewer."""
-        if len(self) == 0 or k <= 0:
+    def search(self, query: npt.NDArray[np.float32], k: int, *, allowed: Ids | None = None
+               ) -> tuple[Ids, npt.NDArray[np.float32]]:
+        """Top-k (ids, scores) for one query row; fewer when the index holds fewer. With
+        `allowed` (chunk ids, ascending), only those are searched: see `_search_allowed`."""
+        if len(self) == 0 or k <= 0 or (allowed is not None and len(allowed) == 0):
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         row = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        if allowed is not None:
+            return self._search_allowed(row, k, allowed)
         k = min(k, len(self))
         if self.layout == "flat":
             scores, ids = self._index.search(row, k)
@@ -168,6 +176,63 @@ class VectorIndex:
             scores, ids = self._index.search(row, k, params=params)
         keep = ids[0] >= 0
         return ids[0][keep], scores[0][keep]
+
+    def _search_allowed(self, row: npt.NDArray[np.float32], k: int, allowed: Ids
+                        ) -> tuple[Ids, npt.NDArray[np.float32]]:
+        """Top-k among `allowed` only, FAISS skipping every other vector (an IDSelector), so
+        a selective filter still gets k results when k allowed vectors exist.
+
+        Flat: the selector is on chunk ids (the id map translates). HNSW: the graph knows
+        slots, so allowed ids become a bitmap of slots (a tombstone's id is -1, never allowed,
+        so tombstones stay skipped). The walk still visits disallowed nodes but keeps only
+        allowed ones: when few are allowed it ends with fewer than k, or misses the best, so
+        below EXACT_BELOW allowed vectors (or when the walk comes back short) the allowed
+        vectors are scored exactly instead, from the float copies kept for refinement.
+        """
+        import faiss
+
+        if self.layout == "flat":
+            table = _membership(allowed, None)
+            sel = _bitmap(table)
+            k = min(k, len(self), len(allowed))
+            scores, ids = self._index.search(row, k, params=_selecting(sel))
+            keep = ids[0] >= 0
+            return ids[0][keep], scores[0][keep]
+        slots = self._slot_ids()
+        member = _membership(allowed, slots)
+        live = int(np.count_nonzero(member))
+        if live == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        k = min(k, live)
+        sel = _bitmap(member)
+        if live >= EXACT_BELOW:
+            graph = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # stubs lag
+            graph.efSearch = self.ef_search
+            graph.sel = sel
+            params = faiss.IndexRefineSearchParameters()  # type: ignore[attr-defined]
+            params.k_factor = REFINE_FACTOR
+            params.base_index_params = graph
+            scores, ids = self._index.search(row, k, params=params)
+            keep = ids[0] >= 0
+            if int(keep.sum()) >= k:
+                return ids[0][keep], scores[0][keep]
+        exact: Any = faiss.downcast_index(self._index.index).refine_index  # type: ignore[attr-defined]
+        scores, found = exact.search(row, k, params=_selecting(sel))
+        keep = found[0] >= 0
+        return slots[found[0][keep]], scores[0][keep]
+
+    def _slot_ids(self) -> Ids:
+        """The chunk id of every slot (-1: a tombstone), cached while the index is unchanged.
+        HNSW only appends, tombstones (counted in `_dead`) and rebuilds (a new object), so
+        (index object, size, tombstones) names its state."""
+        import faiss
+
+        state = (self._index, int(self._index.ntotal), self._dead)
+        cached = self._slots
+        if cached is None or cached[0][0] is not state[0] or cached[0][1:] != state[1:]:
+            cached = (state, faiss.vector_to_array(self._index.id_map).astype(np.int64))
+            self._slots = cached
+        return cached[1]
 
     def _live_slots(self) -> Any:
         """A selector of the slots that are not tombstones (cached until the next removal)."""
@@ -238,6 +303,36 @@ class VectorIndex:
             slots = faiss.vector_to_array(raw.id_map)
             index._dead = int((slots == _DEAD).sum())
         return index
+
+
+def _bitmap(member: npt.NDArray[np.bool_]) -> Any:
+    """A selector of the positions where `member` is true (it keeps the bits alive)."""
+    import faiss
+
+    return faiss.IDSelectorBitmap(  # type: ignore[call-arg]  # stubs lack the array form
+        np.packbits(member, bitorder="little"))  # type: ignore[arg-type]
+
+
+def _selecting(sel: Any) -> Any:
+    import faiss
+
+    params = faiss.SearchParameters()
+    params.sel = sel
+    return params
+
+
+def _membership(allowed: Ids, ids: Ids | None) -> npt.NDArray[np.bool_]:
+    """Which of `ids` are in `allowed` (both chunk ids; -1 never is), as a bool per entry;
+    with `ids` None, a table indexed by chunk id itself. A lookup table over ids, not a
+    sorted search: ids are dense (autoincrement), so it is one pass over each array."""
+    table = np.zeros(int(allowed[-1]) + 1, dtype=bool)
+    table[allowed] = True
+    if ids is None:
+        return table
+    inside = (ids >= 0) & (ids < len(table))
+    member = np.zeros(len(ids), dtype=bool)
+    member[inside] = table[ids[inside]]
+    return member
 
 
 def _flat(dimension: int) -> Any:
