@@ -152,20 +152,30 @@ def print_committed(ids: list[str]) -> None:
 @click.option("-k", "k", type=int, default=None, help="How many passages.")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the HTTP /ask response body.")
+@click.option("--filter", "filter_json", default=None, metavar="JSON",
+              help="Only passages this filter allows, as on /ask (README \"Filters\").")
 @index_option
 def ask(question: str, k: int | None, mode: str | None, as_json: bool,
-        index_dir: Path | None) -> None:
+        filter_json: str | None, index_dir: Path | None) -> None:
     """Ask a question of the index.
 
     \b
     Example:
         qa ask "who led the Russian delegation?" -k 3
+        qa ask "what changed?" --filter '{"date": {"$gte": "2025-01-01"}}'
     """
     from qa.api.schemas import ask_response
     from qa.collection import Collection
     from qa.errors import InvalidInput
+    from qa.filters import parse_filter
     from qa.retrieval import answer_of, retrieve
 
+    try:  # checked before the model loads: a typo costs nothing
+        where = None if filter_json is None else parse_filter(json.loads(filter_json))
+    except json.JSONDecodeError as exc:
+        fail(f"--filter is not valid JSON: {exc}", 2)
+    except InvalidInput as exc:
+        fail(exc.detail, 2)
     settings = build_settings(index_dir=index_dir, mode=mode)
     check_index_dir(settings)
     k = settings.default_k if k is None else k
@@ -180,7 +190,7 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
              2)
     collection = Collection.open(settings, load_embedder(settings))
     started = time.perf_counter()
-    passages = retrieve(collection, question, k, settings.mode)
+    passages = retrieve(collection, question, k, settings.mode, filter=where)
     answer = answer_of(passages, settings.min_confidence)
     body = ask_response(question.strip(), passages, answer,
                         (time.perf_counter() - started) * 1000)
