@@ -65,6 +65,20 @@ index_option = click.option(
 )
 
 
+collection_option = click.option(
+    "--collection", "collection_name", default="default", show_default=True, metavar="NAME",
+    help="Which collection of the index (see `qa collections`).",
+)
+
+
+def open_collection(settings: Any, name: str, embedder: Any = None, **options: Any) -> Any:
+    """The collection `name` of the index at settings.index_dir, for the caller to close."""
+    from qa.catalog import Catalog
+
+    with Catalog(settings, embedder) as catalog:
+        return catalog.open(name, **options)
+
+
 @click.group(cls=QAGroup)
 @click.version_option(package_name="qa")
 def cli() -> None:
@@ -81,6 +95,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @index_option
+@collection_option
 @click.option("--prune", is_flag=True, help="Remove documents whose files are gone.")
 @click.option("--force", is_flag=True, help="Re-embed even unchanged documents.")
 @click.option("--rebuild", is_flag=True, help="Delete the index first and build it anew.")
@@ -93,7 +108,8 @@ def cli() -> None:
               metavar="[ADDRESS]",
               help="Embed with Ray Data: a small local Ray, or the cluster at ADDRESS "
               "(give it as --ray=ADDRESS, after the paths). Needs the `ray` extra.")
-def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: bool,
+def index(paths: tuple[Path, ...], index_dir: Path | None, collection_name: str, prune: bool,
+          force: bool,
           rebuild: bool, follow_links: bool, print_ids: bool, ray_address: str | None) -> None:
     """Index files and folders (.txt, .md, .html, .pdf, .docx), recursively; unchanged files
     are skipped, and a file that cannot be read is reported while the rest are indexed.
@@ -102,15 +118,15 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, prune: bool, force: b
     Example:
         qa index seeds/ notes/today.md --prune
         qa index corpus/ --ray=ray://head:10001
+        qa index handbook/ --collection staff
     """
-    from qa.collection import Collection
     from qa.indexing import index_paths
 
     settings = build_settings(index_dir=index_dir)
     check_index_dir(settings)
     # --rebuild refuses while a server (or any process) has the index open: see lock_index.
-    collection = Collection.open(settings, load_embedder(settings), create=True,
-                                 rebuild=rebuild)
+    collection = open_collection(settings, collection_name, load_embedder(settings),
+                                 create=True, rebuild=rebuild)
     try:
         if ray_address is not None:
             from qa.distributed import index_paths_on_ray
@@ -239,10 +255,11 @@ def serve(host: str | None, port: int | None, workers: int, index_dir: Path | No
 
 @cli.command()
 @index_option
+@collection_option
 @click.option("--repair", is_flag=True,
               help="Mend the drift found: vectors from SQLite (embedding chunks that lack "
               "one), the keyword index from the chunk rows.")
-def check(index_dir: Path | None, repair: bool) -> None:
+def check(index_dir: Path | None, collection_name: str, repair: bool) -> None:
     """Check that vectors, keyword index and chunk rows agree, before anything is repaired;
     print the counts as JSON, exit 1 on drift unless --repair mends it.
 
@@ -251,12 +268,12 @@ def check(index_dir: Path | None, repair: bool) -> None:
         qa check --index index/
         qa check --repair
     """
-    from qa.collection import Collection, drift_in
+    from qa.collection import drift_in
 
     settings = build_settings(index_dir=index_dir)
     check_index_dir(settings)
     embedder = load_embedder(settings) if repair else None  # only a repair may need to embed
-    collection = Collection.open(settings, embedder, reconcile=False)
+    collection = open_collection(settings, collection_name, embedder, reconcile=False)
     try:
         report = collection.check()
         click.echo(json.dumps(report))
@@ -275,6 +292,8 @@ def check(index_dir: Path | None, repair: bool) -> None:
 @cli.command("eval")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @index_option
+@click.option("--collection", "collection_name", default=None, metavar="NAME",
+              help="With --index: evaluate this collection of it (default: default).")
 @click.option("--url", default=None, help="Evaluate a running service (POST URL/ask).")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default=None,
               help="Retrieval mode (default: $QA_MODE or hybrid).")
@@ -300,7 +319,8 @@ def check(index_dir: Path | None, repair: bool) -> None:
 @click.option("--batch-queries", is_flag=True,
               help="Embed all questions in batches first: much faster, but latency is then "
                    "not reported (it would leave out embedding the question).")
-def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | None,
+def eval_(dataset: Path, index_dir: Path | None, collection_name: str | None, url: str | None,
+          mode: str | None,
           compare: str | None, k: int, as_json: bool, report_dir: Path | None,
           run_file: Path | None, cache_dir: Path, no_cache: bool,
           doc_length: str | None, unanswerable: Path | None, batch_queries: bool) -> None:
@@ -318,6 +338,14 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
     from qa.eval.report import format_table, metrics_object, write_report, write_run_file
 
     settings = build_settings(index_dir=index_dir)
+    if collection_name is not None:
+        if index_dir is None:
+            fail("--collection needs --index (the index that holds it)", 2)
+        from qa.catalog import Catalog
+
+        with Catalog(settings) as catalog:
+            catalog.info(collection_name)  # CollectionNotFound names the ones there are
+            index_dir = catalog.directory(collection_name)
     try:
         plan = plan_evaluation(dataset, mode=mode or settings.mode, compare=compare, k=k,
                                index_dir=index_dir, url=url,
@@ -339,6 +367,182 @@ def eval_(dataset: Path, index_dir: Path | None, url: str | None, mode: str | No
     else:
         click.echo(f"{data.name}: {len(data.questions)} questions")
         click.echo(format_table(results))
+
+
+@cli.group()
+def collections() -> None:
+    """List, make and delete the collections of an index (each searched, rebuilt and keyed
+    alone; `default` is the index folder itself).
+
+    \b
+    Example:
+        qa collections create handbook --private
+        qa index staff-handbook/ --collection handbook
+        qa collections list
+    """
+
+
+@collections.command("list")
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def collections_list(index_dir: Path | None, as_json: bool) -> None:
+    """Each collection with its documents, chunks and whether it is public."""
+    from qa.catalog import Catalog
+
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    rows = []
+    with Catalog(settings) as catalog:
+        for name in catalog.names():
+            info = catalog.info(name)
+            collection = catalog.open(name)
+            try:
+                documents, chunks = collection.counts()
+            finally:
+                collection.close()
+            rows.append({"name": name, "documents": documents, "chunks": chunks,
+                         "public": info.public})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        click.echo(f"{row['name']}\t{row['documents']} documents\t{row['chunks']} chunks\t"
+                   + ("public" if row["public"] else "private"))
+
+
+@collections.command("create")
+@click.argument("name")
+@click.option("--public/--private", default=False, show_default=True,
+              help="Public: anyone may ask it. Private: asking needs a search key.")
+@index_option
+def collections_create(name: str, public: bool, index_dir: Path | None) -> None:
+    """Make an empty collection NAME (a-z, 0-9, '_', '-'; at most 64)."""
+    from qa.catalog import Catalog
+
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    with Catalog(settings, load_embedder(settings)) as catalog:
+        catalog.create_collection(name, public=public)
+    click.echo(f"created {'public' if public else 'private'} collection {name}", err=True)
+
+
+@collections.command("delete")
+@click.argument("name")
+@index_option
+def collections_delete(name: str, index_dir: Path | None) -> None:
+    """Delete collection NAME and everything indexed in it."""
+    from qa.catalog import Catalog
+
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    with Catalog(settings) as catalog:
+        catalog.delete_collection(name)
+    click.echo(f"deleted collection {name}", err=True)
+
+
+@cli.group()
+def keys() -> None:
+    """Make, list and revoke API keys, stored hashed in the index (the secret is shown once).
+
+    \b
+    Example:
+        qa keys create --role search --collection docs --origin https://docs.example.com
+        qa keys list
+        qa keys revoke 3f9a1c2b7d0e
+    """
+
+
+def open_keys(index_dir: Path | None) -> Any:
+    from qa.catalog import CATALOG_FILE
+    from qa.keys import KeyStore
+
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    settings.index_dir.mkdir(parents=True, exist_ok=True)
+    return KeyStore(settings.index_dir / CATALOG_FILE, read_only=settings.read_only)
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice(["search", "write", "admin"]), required=True,
+              help="search: ask and read; write: also change documents; admin: everything.")
+@click.option("--collection", "collections_", multiple=True, metavar="NAME",
+              help="A collection the key is for (repeat; '*' for all).")
+@click.option("--name", default="", help="A label for people.")
+@click.option("--filter", "filter_json", default=None, metavar="JSON",
+              help="Search keys: a filter ANDed with every question's (cannot be widened).")
+@click.option("--origin", "origins", multiple=True, metavar="URL",
+              help="Only from this browser Origin, e.g. https://docs.example.com (repeat).")
+@click.option("--expires", default=None, metavar="WHEN",
+              help="Expiry: a duration (30d, 12h, 90m) or an ISO 8601 time.")
+@index_option
+def keys_create(role: str, collections_: tuple[str, ...], name: str, filter_json: str | None,
+                origins: tuple[str, ...], expires: str | None, index_dir: Path | None) -> None:
+    """Make a key; prints its secret once, on stdout (nothing stores it in plain text)."""
+    filter_value = None
+    if filter_json is not None:
+        try:
+            filter_value = json.loads(filter_json)
+        except ValueError as exc:
+            fail(f"--filter is not valid JSON: {exc}", 2)
+    store = open_keys(index_dir)
+    try:
+        key, secret = store.create(role, collections_, name=name, filter=filter_value,  # type: ignore[arg-type]
+                                   origins=origins, expires_at=parse_expiry(expires))
+    finally:
+        store.close()
+    click.echo(secret)
+    click.echo(f"key {key.id} ({key.role}) made; the secret above is shown only now", err=True)
+
+
+def parse_expiry(value: str | None) -> Any:
+    """`30d`, `12h`, `90m` from now, or an ISO 8601 time (UTC when it names no zone)."""
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    if value is None:
+        return None
+    found = re.fullmatch(r"(\d{1,6})([dhm])", value.strip())
+    if found:
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[found[2]]
+        return datetime.now(UTC) + timedelta(**{unit: int(found[1])})
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--expires {value!r} is neither a duration (30d, 12h, 90m) nor an ISO time", 2)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@index_option
+def keys_list(as_json: bool, index_dir: Path | None) -> None:
+    """Every key: id, role, collections, expiry, revoked (never a secret)."""
+    store = open_keys(index_dir)
+    try:
+        rows = [key.to_dict() for key in store.list()]
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for row in rows:
+        state = "revoked" if row.get("revoked_at") else (
+            f"expires {row['expires_at']}" if row.get("expires_at") else "no expiry")
+        click.echo(f"{row['id']}\t{row['role']}\t{','.join(row['collections'])}\t{state}"
+                   f"\t{row.get('name') or ''}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@index_option
+def keys_revoke(key_id: str, index_dir: Path | None) -> None:
+    """Revoke a key at once, in every server process."""
+    store = open_keys(index_dir)
+    try:
+        store.revoke(key_id)
+    finally:
+        store.close()
+    click.echo(f"revoked key {key_id}", err=True)
 
 
 def main() -> None:

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         "writes are refused (HTTP 503), nothing in the index folder is written. Also chosen "
         "when the folder is on a read-only mount or not writable.",
     )
+    default_public: bool = Field(
+        True,
+        description="Whether the collection `default` can be asked without a key (other "
+        "collections are made public or private when created).",
+    )
     host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `qa serve` binds.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
@@ -56,8 +61,8 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated bearer keys allowed to change documents over HTTP; "
-        "none means HTTP writes are refused.",
+        description="Comma-separated admin keys (everything, every collection), beside the "
+        "scoped keys of `qa keys`; with neither, HTTP writes are refused.",
     )
     ask_rate_limit: str | None = Field(
         default="60/minute",

@@ -101,10 +101,12 @@ def test_writes_without_a_bearer_key_are_401_and_ask_for_one(refusing: httpx.Cli
         assert_problem(anonymous.put("/documents/x", json={"text": ARMADILLO}), 401)
 
 
-def test_writes_with_a_wrong_key_are_403(refusing: httpx.Client) -> None:
+def test_writes_with_a_wrong_key_are_401_saying_what_a_key_looks_like(
+        refusing: httpx.Client) -> None:
     response = refusing.put("/documents/a", json={"text": ARMADILLO},
                             headers={"Authorization": "Bearer not-the-key"})
-    assert_problem(response, 403, "not accepted")
+    assert_problem(response, 401, "qa keys create")
+    assert response.headers["www-authenticate"] == "Bearer"
     assert refusing.get("/documents/a").status_code == 404
 
 

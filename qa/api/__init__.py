@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from pydantic import SecretStr
 
 from qa import __version__
+from qa.api.admin import router as admin_router
 from qa.api.documents import documents_router
 from qa.api.guards import (
     BodyLimitMiddleware,
@@ -20,11 +21,14 @@ from qa.api.guards import (
     ProblemCORSMiddleware,
 )
 from qa.api.pages import router as pages_router
+from qa.api.pages import source_router
 from qa.api.problems import declare_problem_responses, install_error_handlers
 from qa.api.search import search_router
-from qa.collection import Collection
+from qa.catalog import CATALOG_FILE, Catalog
 from qa.embedding import Embedder
+from qa.keys import KeyStore
 from qa.settings import Settings
+from qa.types import DEFAULT_COLLECTION
 
 __all__ = ["app_from_env", "create_app", "hand_over_settings", "run_server", "server_options"]
 
@@ -38,11 +42,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     model = app.state.embedder or Embedder(settings.model, device=settings.device,
                                            batch_size=settings.batch_size)
-    app.state.collection = Collection.open(settings, model)
+    catalog = Catalog(settings, model)
+    app.state.catalog = catalog
+    app.state.keys = open_keys(settings)
     try:
+        # `default` opens now, as before collections: a missing or mismatched index stops the
+        # server at start, not at its first question. Others open on first use.
+        catalog.get(DEFAULT_COLLECTION)
         yield
     finally:
-        app.state.collection.close()
+        catalog.close()
+        if app.state.keys is not None:
+            app.state.keys.close()
+
+
+def open_keys(settings: Settings) -> KeyStore | None:
+    """The keys made by `qa keys` or POST /keys (in the catalog file); None on a read-only
+    index that has none."""
+    path = settings.index_dir / CATALOG_FILE
+    if settings.read_only and not path.exists():
+        return None
+    return KeyStore(path, read_only=settings.read_only)
 
 
 def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
@@ -68,9 +88,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         )
     app.add_middleware(HeadMiddleware)
     app.add_middleware(NoSniffMiddleware)  # last added, outermost: on every response
+    # Every collection route twice: as before collections (meaning `default`), and by name.
+    named = "/collections/{collection}"
     app.include_router(search_router(settings))
+    app.include_router(search_router(settings, named=True), prefix=named)
     app.include_router(pages_router)
+    app.include_router(source_router())
+    app.include_router(source_router(named=True), prefix=named)
     app.include_router(documents_router(settings))
+    app.include_router(documents_router(settings, named=True), prefix=named)
+    app.include_router(admin_router)
     return app
 
 

@@ -1,17 +1,131 @@
-"""What routes take from the running app, as named `Annotated` dependencies."""
+"""Who is asking, and what they may reach: the collection a route works on, resolved together
+with the caller's key, as named `Annotated` dependencies.
 
-# No `from __future__ import annotations`: FastAPI reads these aliases at run time.
+Every route that touches a collection exists twice: as today (`/ask`, meaning `default`) and
+under `/collections/{collection}/`. Both resolve through `scope_of`, so the rules are one:
+the key is authenticated (keys in QA_API_KEYS are admin keys; others are looked up, hashed, in
+the catalog on every request, so a revoke reaches every worker at once), the action is
+authorized for that collection (qa/keys.py `authorize`), and a search key's fixed filter comes
+along, to be ANDed with whatever the request asks.
+"""
 
-from typing import Annotated
+# No `from __future__ import annotations`: FastAPI reads these signatures at run time.
 
-from fastapi import Depends, Request
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from qa.catalog import Catalog
 from qa.collection import Collection
+from qa.errors import CollectionNotFound, Forbidden, Unauthorized
+from qa.filters import Filter
+from qa.keys import ApiKey, KeyStore, authorize
+from qa.types import DEFAULT_COLLECTION
+
+Action = Literal["search", "write", "admin"]
+
+bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                    description="An API key (`qa keys create`, or one of QA_API_KEYS), as "
+                    "`Authorization: Bearer <key>`.")
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+# Keys from QA_API_KEYS: admin keys, as they were the only keys before scoped keys.
+ENV_ADMIN = ApiKey(id="env", role="admin", collections=("*",), name="QA_API_KEYS")
+
+CollectionName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", max_length=64,
+                                     description="A collection's name.")]
 
 
-def get_collection(request: Request) -> Collection:
-    """The collection the lifespan opened (one per worker process)."""
-    return request.app.state.collection  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class Scope:
+    """A request's collection, the key it came with, and the filter that key fixes."""
+
+    name: str
+    collection: Collection
+    key: ApiKey | None
+    filter: Filter | None
+
+    @property
+    def rate_identity(self) -> str | None:
+        """Rate limits count per key where a key is given (else per client address)."""
+        return f"key:{self.key.id}" if self.key is not None else None
 
 
-CollectionDep = Annotated[Collection, Depends(get_collection)]
+def catalog_of(request: Request) -> Catalog:
+    return request.app.state.catalog  # type: ignore[no-any-return]
+
+
+def caller_key(request: Request, credentials: BearerKey) -> ApiKey | None:
+    """The caller's key: None without one; 401 for a key that is unknown, expired or revoked."""
+    if credentials is None:
+        return None
+    given = credentials.credentials.encode("utf-8")
+    # Compare with every configured key in constant time, so timing tells nothing about them.
+    configured = request.app.state.settings.api_keys
+    if any([hmac.compare_digest(given, k.get_secret_value().encode("utf-8"))
+            for k in configured]):
+        return ENV_ADMIN
+    store: KeyStore | None = request.app.state.keys
+    try:
+        if store is None:
+            raise Unauthorized("this API key is not accepted: no keys are made on this server")
+        return store.authenticate(credentials.credentials)
+    except Unauthorized:
+        if not _any_keys(request):
+            return None  # a server without keys has nothing to check it against: anonymous
+        raise
+
+
+CallerKey = Annotated[ApiKey | None, Depends(caller_key)]
+
+
+def scope_of(request: Request, name: str, key: ApiKey | None, action: Action) -> Scope:
+    catalog = catalog_of(request)
+    origin = request.headers.get("origin")
+    if action == "write" and key is None and not _any_keys(request):
+        raise Forbidden(
+            "writes over HTTP are disabled on this server: make a key with `qa keys create "
+            "--role write` (or set QA_API_KEYS) and send `Authorization: Bearer <key>` "
+            "(`qa index` changes a collection without a key)")
+    try:
+        info = catalog.info(name)
+    except CollectionNotFound:
+        # Only a caller who could reach such a collection learns that it does not exist.
+        authorize(key, action, name, public=False, origin=origin)
+        raise
+    authorize(key, action, name, public=info.public, origin=origin)
+    return Scope(name, catalog.get(name), key, None if key is None else key.fixed_filter())
+
+
+def _any_keys(request: Request) -> bool:
+    store: KeyStore | None = request.app.state.keys
+    return bool(request.app.state.settings.api_keys) or (store is not None and any(
+        k.revoked_at is None for k in store.list()))
+
+
+def scope_dependency(action: Action, *, named: bool) -> Callable[..., Scope]:
+    """The dependency resolving a route's `Scope`: from the `{collection}` path parameter when
+    `named`, else `default`."""
+    if named:
+        def named_scope(request: Request, collection: CollectionName,
+                        key: CallerKey) -> Scope:
+            return scope_of(request, collection, key, action)
+        return named_scope
+
+    def default_scope(request: Request, key: CallerKey) -> Scope:
+        return scope_of(request, DEFAULT_COLLECTION, key, action)
+    return default_scope
+
+
+def require_admin(request: Request, key: CallerKey) -> ApiKey:
+    authorize(key, "admin", None, public=False, origin=request.headers.get("origin"))
+    assert key is not None
+    return key
+
+
+AdminKey = Annotated[ApiKey, Depends(require_admin)]
+CatalogDep = Annotated[Catalog, Depends(catalog_of)]

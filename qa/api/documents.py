@@ -2,7 +2,8 @@
 
 Requests are decoded here (JSON or multipart uploads, each item succeeding or failing on its
 own); each write is one `Collection.add` or `Collection.delete`, so it is one SQLite transaction
-and other workers see it on their next search. Every route needs a key (`WriteAccess`).
+and other workers see it on their next search. Every route needs a write key for its
+collection (qa/api/deps.py).
 """
 
 # No `from __future__ import annotations`: FastAPI reads these signatures at run time.
@@ -11,7 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -19,8 +20,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qa.api.deps import CollectionDep
-from qa.api.guards import WriteAccess
+from qa.api.deps import Scope, scope_dependency
 from qa.api.problems import PROBLEM_RESPONSES, validation_message
 from qa.api.schemas import DocumentFields, DocumentIn, ItemError, WriteItem, WriteResult
 from qa.collection import Collection
@@ -167,10 +167,11 @@ def _request_body(json_schema: dict[str, Any], files: str) -> dict[str, Any]:
     }}}
 
 
-def documents_router(settings: Settings) -> APIRouter:
-    """POST/PUT/DELETE /documents, each needing a key from `settings.api_keys`."""
-    router = APIRouter(tags=["documents"], dependencies=[Depends(WriteAccess(settings.api_keys))],
-                       responses=PROBLEM_RESPONSES)
+def documents_router(settings: Settings, *, named: bool = False) -> APIRouter:
+    """POST/PUT/DELETE /documents of `default`, or with `named` of the collection in the path
+    (mounted under /collections/{collection}); each needs a write key for that collection."""
+    router = APIRouter(tags=["documents"], responses=PROBLEM_RESPONSES)
+    Writer = Annotated[Scope, Depends(scope_dependency("write", named=named))]
     one = DocumentIn.model_json_schema()
     many = {"type": "array", "items": one, "minItems": 1,
             "maxItems": settings.max_batch_documents}
@@ -187,7 +188,7 @@ def documents_router(settings: Settings) -> APIRouter:
                          "unchanged or failed"}},
         openapi_extra=_request_body({"anyOf": [one, many]}, "Files to index"),
     )
-    async def add_documents(request: Request, response: Response, collection: CollectionDep
+    async def add_documents(request: Request, response: Response, scope: Writer
                             ) -> WriteResult:
         if media_type(request) == "multipart":
             items = await read_uploads(request, settings)
@@ -208,7 +209,7 @@ def documents_router(settings: Settings) -> APIRouter:
         if len(items) > settings.max_batch_documents:
             raise InvalidInput(f"{len(items)} files in one request; at most "
                                f"{settings.max_batch_documents} (QA_MAX_BATCH_DOCUMENTS)")
-        result = await run_in_threadpool(write_documents, collection, items)
+        result = await run_in_threadpool(write_documents, scope.collection, items)
         response.status_code = 201 if result.added else 200
         return result
 
@@ -222,7 +223,7 @@ def documents_router(settings: Settings) -> APIRouter:
                                     "Exactly one file"),
     )
     async def put_document(document_id: str, request: Request, response: Response,
-                           collection: CollectionDep) -> WriteItem:
+                           scope: Writer) -> WriteItem:
         problem = id_problem(document_id)
         if problem:
             raise InvalidInput(problem)
@@ -235,7 +236,7 @@ def documents_router(settings: Settings) -> APIRouter:
             item = parse_json_item(await read_json(request), DocumentFields, "", document_id)
         if isinstance(item, QAError):
             raise item
-        result = await run_in_threadpool(write_documents, collection, [item])
+        result = await run_in_threadpool(write_documents, scope.collection, [item])
         response.status_code = 201 if result.added else 200
         return result.results[0]
 
@@ -244,11 +245,11 @@ def documents_router(settings: Settings) -> APIRouter:
         summary="Delete one document",
         responses={404: {"description": "Unknown document"}},
     )
-    async def delete_document(document_id: str, collection: CollectionDep) -> Response:
+    async def delete_document(document_id: str, scope: Writer) -> Response:
         problem = id_problem(document_id)
         if problem:
             raise InvalidInput(problem)
-        await run_in_threadpool(collection.delete, document_id)
+        await run_in_threadpool(scope.collection.delete, document_id)
         return Response(status_code=204)
 
     return router

@@ -1,26 +1,20 @@
-"""What a request meets around the routes: body limits, the /ask rate limit, write keys, CORS,
-HEAD, and the header every response carries."""
+"""What a request meets around the routes: body limits, the /ask rate limit, CORS, HEAD, and
+the header every response carries (keys and scopes: qa/api/deps.py)."""
 
-# No `from __future__ import annotations`: FastAPI reads `WriteAccess.__call__`'s signature.
-
-import hmac
 import math
 import re
 import time
-from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import SecretStr
+from fastapi import Request
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qa.api.problems import error_response, problem
-from qa.errors import Forbidden, InvalidInput, PayloadTooLarge, RateLimited, Unauthorized
+from qa.errors import InvalidInput, PayloadTooLarge, RateLimited
 from qa.loaders import MAX_METADATA_DEPTH
 
 # Deepest JSON body accepted: room for the deepest valid one (a batch item's metadata sits two
@@ -29,35 +23,9 @@ MAX_BODY_DEPTH = 2 * MAX_METADATA_DEPTH
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
 _NOT_A_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 
-bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
-                    description="A key from QA_API_KEYS, as `Authorization: Bearer <key>`.")
-BearerKey = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-
-
-class WriteAccess:
-    """Dependency guarding writes: a configured key is required; no keys means no HTTP writes."""
-
-    def __init__(self, keys: Sequence[SecretStr]) -> None:
-        self._keys = [k.get_secret_value().encode("utf-8") for k in keys]
-
-    def __call__(self, credentials: BearerKey) -> None:
-        if not self._keys:
-            raise Forbidden(
-                "writes over HTTP are disabled on this server: set QA_API_KEYS to one or more "
-                "comma-separated keys and send `Authorization: Bearer <key>` "
-                "(`qa index` changes the collection without a key)"
-            )
-        if credentials is None:
-            raise Unauthorized("this endpoint needs `Authorization: Bearer <key>`, with a key "
-                               "from QA_API_KEYS")
-        given = credentials.credentials.encode("utf-8")
-        # Compare with every key, in constant time, so timing tells nothing about them.
-        if not any([hmac.compare_digest(given, key) for key in self._keys]):
-            raise Forbidden("this API key is not accepted")
-
-
 class AskRateLimit:
-    """Dependency limiting /ask per client address, in this process's memory.
+    """The /ask rate limit, per key where one is given, else per client address, in this
+    process's memory.
 
     `limits` does the moving-window bookkeeping (and its reset time gives Retry-After); each
     worker process counts separately, so N workers admit up to N times the rate.
@@ -73,15 +41,17 @@ class AskRateLimit:
             self._item = parse(rate)
             self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
-    def __call__(self, request: Request) -> None:
+    def check(self, request: Request, identity: str | None = None) -> None:
+        """Count one question for `identity` (a key), else for the client's address."""
         if self._limiter is None:
             return
-        client = request.client.host if request.client else "unknown"
+        client = identity or (request.client.host if request.client else "unknown")
         if self._limiter.hit(self._item, "ask", client):
             return
         reset = self._limiter.get_window_stats(self._item, "ask", client).reset_time
         retry_after = max(1, math.ceil(reset - time.time()))
-        raise RateLimited(f"more than {self._item} questions from {client}; "
+        who = "this key" if identity else client
+        raise RateLimited(f"more than {self._item} questions from {who}; "
                           f"retry in {retry_after} s (QA_ASK_RATE_LIMIT)", retry_after)
 
 

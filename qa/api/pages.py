@@ -15,10 +15,10 @@ from string import Template
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
-from qa.api.deps import CollectionDep
+from qa.api.deps import Scope, scope_dependency
 from qa.errors import InvalidInput
 
 router = APIRouter(include_in_schema=False)
@@ -113,24 +113,33 @@ def http_link(url: str | None) -> str | None:
     return None
 
 
-@router.get("/source/{document_id:path}", response_class=HTMLResponse)
-def source_page(document_id: str, collection: CollectionDep, start: Offset = None,
-                end: Offset = None, highlight_start: Offset = None, highlight_end: Offset = None
-                ) -> HTMLResponse:
-    """The document as a page, the cited span highlighted and scrolled into view."""
-    row = collection.get_document(document_id)
-    text = row.text or ""
-    cited = checked_span(start, end, len(text), "start/end")
-    sentence = checked_span(highlight_start, highlight_end, len(text),
-                            "highlight_start/highlight_end")
-    meta = [escape(part) for part in (row.date, row.source) if part]
-    link = http_link(row.url)
-    if link:
-        meta.append(f'<a href="{escape(link)}" rel="noopener noreferrer">original</a>')
-    nonce = secrets.token_urlsafe(16)
-    page = Template(widget_asset("source.html")).substitute(
-        title=escape(row.title), meta=" · ".join(meta), nonce=nonce,
-        body=render_text(text, cited, sentence),
-    )
-    return HTMLResponse(page, headers={"Content-Security-Policy": SOURCE_CSP.format(nonce=nonce),
-                                       "Referrer-Policy": "no-referrer"})
+def source_router(*, named: bool = False) -> APIRouter:
+    """GET /source/{id} of `default`, or with `named` of the collection in the path (mounted
+    under /collections/{collection}); a private collection needs a search key."""
+    router = APIRouter()
+    Reader = Annotated[Scope, Depends(scope_dependency("search", named=named))]
+
+    @router.get("/source/{document_id:path}", response_class=HTMLResponse)
+    def source_page(document_id: str, scope: Reader, start: Offset = None,
+                    end: Offset = None, highlight_start: Offset = None,
+                    highlight_end: Offset = None) -> HTMLResponse:
+        """The document as a page, the cited span highlighted and scrolled into view."""
+        row = scope.collection.get_document(document_id)
+        text = row.text or ""
+        cited = checked_span(start, end, len(text), "start/end")
+        sentence = checked_span(highlight_start, highlight_end, len(text),
+                                "highlight_start/highlight_end")
+        meta = [escape(part) for part in (row.date, row.source) if part]
+        link = http_link(row.url)
+        if link:
+            meta.append(f'<a href="{escape(link)}" rel="noopener noreferrer">original</a>')
+        nonce = secrets.token_urlsafe(16)
+        page = Template(widget_asset("source.html")).substitute(
+            title=escape(row.title), meta=" · ".join(meta), nonce=nonce,
+            body=render_text(text, cited, sentence),
+        )
+        return HTMLResponse(page, headers={
+            "Content-Security-Policy": SOURCE_CSP.format(nonce=nonce),
+            "Referrer-Policy": "no-referrer"})
+
+    return router

@@ -87,6 +87,10 @@ def ask_request_model(settings: Settings) -> type[AskRequestBase]:
         k=(int, Field(settings.default_k, ge=1, le=settings.max_k,
                       description="How many passages to return.")),
         mode=(Mode, Field(settings.mode, description="Retrieval mode.")),
+        filter=(dict[str, Any] | None, Field(
+            None, description="Only passages whose document (or page) matches, e.g. "
+            '{"metadata.tag": {"$in": ["policy", "news"]}, "date": {"$gte": "2025-01-01"}}; '
+            "see the README's filter language.")),
     )
 
 

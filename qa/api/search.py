@@ -1,13 +1,14 @@
-"""Reading the collection over HTTP: POST /ask, GET /documents[/{id}], GET /healthz."""
+"""Reading a collection over HTTP: POST /ask, GET /documents[/{id}], GET /healthz (each of
+`default`, and of any collection under /collections/{collection}/, healthz excepted)."""
 
 # No `from __future__ import annotations`: FastAPI must see the locally built AskRequest.
 
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
-from qa.api.deps import CollectionDep
+from qa.api.deps import Scope, scope_dependency
 from qa.api.guards import AskRateLimit
 from qa.api.problems import RATE_LIMITED_RESPONSE
 from qa.api.schemas import (
@@ -20,45 +21,59 @@ from qa.api.schemas import (
     document_out,
     document_summary,
 )
+from qa.filters import all_of, parse_filter
 from qa.retrieval import answer_of, retrieve
 from qa.settings import Settings
+from qa.types import DEFAULT_COLLECTION
 
 
-def search_router(settings: Settings) -> APIRouter:
-    """The read routes, with the /ask limits (k, question length, rate) of these settings."""
+def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
+    """The read routes of `default`, or with `named` of the collection in the path (mounted
+    under /collections/{collection}), with the /ask limits (k, question length, rate) of these
+    settings. A private collection needs a search key for it."""
     router = APIRouter()
     AskRequest = ask_request_model(settings)
     ask_rate_limit = AskRateLimit(settings.ask_rate_limit)
+    Reader = Annotated[Scope, Depends(scope_dependency("search", named=named))]
 
     @router.post("/ask", response_model=AskResponse, tags=["search"],
-                 dependencies=[Depends(ask_rate_limit)],
-                 responses={422: {"description": "Invalid question, k or mode"},
+                 responses={422: {"description": "Invalid question, k, mode or filter"},
                             **RATE_LIMITED_RESPONSE})
-    def ask(body: AskRequest, collection: CollectionDep) -> AskResponse:  # type: ignore[valid-type]
+    def ask(body: AskRequest, scope: Reader, request: Request  # type: ignore[valid-type]
+            ) -> AskResponse:
+        ask_rate_limit.check(request, scope.rate_identity)
         started = time.perf_counter()
         question = body.question.strip()  # type: ignore[attr-defined]
+        asked = body.filter  # type: ignore[attr-defined]
+        # A key's fixed filter is ANDed with the request's: a request can narrow it, never widen.
+        where = all_of(scope.filter, None if asked is None else parse_filter(asked))
         # `retrieve` refuses a blank question (422), so the rule lives in one place.
-        passages = retrieve(collection, question, body.k, body.mode)  # type: ignore[attr-defined]
+        passages = retrieve(scope.collection, question, body.k,  # type: ignore[attr-defined]
+                            body.mode, filter=where)  # type: ignore[attr-defined]
         return ask_response(question, passages, answer_of(passages, settings.min_confidence),
                             (time.perf_counter() - started) * 1000)
 
     @router.get("/documents", response_model=DocumentPage, tags=["documents"])
     def list_documents(
-        collection: CollectionDep,
+        scope: Reader,
         offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite's largest integer
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> DocumentPage:
-        rows, total = collection.list_documents(offset, limit)
+        rows, total = scope.collection.list_documents(offset, limit)
         return DocumentPage(documents=[document_summary(r) for r in rows], total=total,
                             offset=offset, limit=limit)
 
     @router.get("/documents/{document_id:path}", response_model=DocumentOut, tags=["documents"],
                 responses={404: {"description": "Unknown document"}})
-    def get_document(document_id: str, collection: CollectionDep) -> DocumentOut:
-        return document_out(collection.get_document(document_id))
+    def get_document(document_id: str, scope: Reader) -> DocumentOut:
+        return document_out(scope.collection.get_document(document_id))
+
+    if named:
+        return router
 
     @router.get("/healthz", response_model=Health, tags=["service"])
-    def healthz(collection: CollectionDep) -> Health:
+    def healthz(request: Request) -> Health:
+        collection = request.app.state.catalog.get(DEFAULT_COLLECTION)
         documents, chunks = collection.counts()
         return Health(status="ok", documents=documents, chunks=chunks,
                       model=collection.manifest.model)
