@@ -171,8 +171,9 @@ def print_committed(ids: list[str]) -> None:
 @click.option("--filter", "filter_json", default=None, metavar="JSON",
               help="Only passages this filter allows, as on /ask (README \"Filters\").")
 @index_option
+@collection_option
 def ask(question: str, k: int | None, mode: str | None, as_json: bool,
-        filter_json: str | None, index_dir: Path | None) -> None:
+        filter_json: str | None, index_dir: Path | None, collection_name: str) -> None:
     """Ask a question of the index.
 
     \b
@@ -181,7 +182,6 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
         qa ask "what changed?" --filter '{"date": {"$gte": "2025-01-01"}}'
     """
     from qa.api.schemas import ask_response
-    from qa.collection import Collection
     from qa.errors import InvalidInput
     from qa.filters import parse_filter
     from qa.retrieval import answer_of, retrieve
@@ -204,7 +204,7 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
     if any("\udc80" <= c <= "\udcff" for c in question):  # argv bytes that were not UTF-8
         fail("question is not valid UTF-8; check the terminal's encoding (e.g. LANG=C.UTF-8)",
              2)
-    collection = Collection.open(settings, load_embedder(settings))
+    collection = open_collection(settings, collection_name, load_embedder(settings))
     started = time.perf_counter()
     passages = retrieve(collection, question, k, settings.mode, filter=where)
     answer = answer_of(passages, settings.min_confidence)
