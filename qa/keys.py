@@ -27,14 +27,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 
 from qa.errors import Forbidden, InvalidInput, KeyNotFound, ReadOnlyIndex, Unauthorized
+from qa.filters import Filter, parse_filter
 from qa.types import COLLECTION_NAME
-
-if TYPE_CHECKING:
-    from qa.filters import Filter
 
 Role = Literal["admin", "write", "search"]
 Action = Literal["search", "write", "admin"]
@@ -311,8 +309,6 @@ def _filter(role: str, value: Any) -> dict[str, Any] | None:
 def _parsed_filter(canonical: str) -> Filter:
     """A key's filter, parsed once per distinct filter: each request reads its key afresh, and
     parsing is most of that read's time."""
-    from qa.filters import parse_filter
-
     return parse_filter(json.loads(canonical), where="filter")
 
 
