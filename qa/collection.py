@@ -379,11 +379,13 @@ class Collection:
 
     # -- reads -------------------------------------------------------------------------------
 
-    def get_document(self, document_id: str, *, with_text: bool = True) -> DocumentRow:
-        return self.store.get_document(document_id, with_text=with_text)
+    def get_document(self, document_id: str, *, with_text: bool = True,
+                     filter: Filter | None = None) -> DocumentRow:
+        return self.store.get_document(document_id, with_text=with_text, filter=filter)
 
-    def list_documents(self, offset: int, limit: int) -> tuple[list[DocumentRow], int]:
-        return self.store.list_documents(offset, limit)
+    def list_documents(self, offset: int, limit: int, *, filter: Filter | None = None
+                       ) -> tuple[list[DocumentRow], int]:
+        return self.store.list_documents(offset, limit, filter=filter)
 
     def counts(self) -> tuple[int, int]:
         """(documents, chunks)."""

@@ -410,13 +410,26 @@ class Store:
             raise DocumentNotFound(f"no document with id {document_id!r}")
         return str(row[0])
 
-    def get_document(self, document_id: str, *, with_text: bool = True) -> DocumentRow:
-        rows = self._document_rows("WHERE d.id = ?", (document_id,), with_text=with_text)
+    def get_document(self, document_id: str, *, with_text: bool = True,
+                     filter: Filter | None = None) -> DocumentRow:
+        """One document; with a `filter`, only if one of its chunks is allowed (else it is
+        not found: a scoped key learns nothing of what it may not read)."""
+        where, params = _documents_allowed(filter)
+        rows = self._document_rows(f"WHERE d.id = ? AND {where}", (document_id, *params),
+                                   with_text=with_text)
         if not rows:
             raise DocumentNotFound(f"no document with id {document_id!r}")
         return rows[0]
 
-    def list_documents(self, offset: int, limit: int) -> tuple[list[DocumentRow], int]:
+    def list_documents(self, offset: int, limit: int, *, filter: Filter | None = None
+                       ) -> tuple[list[DocumentRow], int]:
+        if filter is not None:
+            where, params = _documents_allowed(filter)
+            with self._lock:
+                total = int(self._conn.execute(
+                    f"SELECT count(*) FROM documents d WHERE {where}", params).fetchone()[0])
+            return self._document_rows(f"WHERE {where} ORDER BY d.id LIMIT ? OFFSET ?",
+                                       (*params, limit, offset)), total
         total = self.counts()[0]
         return self._document_rows("ORDER BY d.id LIMIT ? OFFSET ?", (limit, offset)), total
 
@@ -435,6 +448,15 @@ class Store:
             DocumentRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
             for r in rows
         ]
+
+
+def _documents_allowed(filter: Filter | None) -> tuple[str, tuple[Any, ...]]:
+    """A condition on documents `d`: some chunk of it passes `filter` (always true without)."""
+    if filter is None:
+        return "1", ()
+    where, params = filter.sql()
+    return ("d.id IN (SELECT c.document_id FROM chunks c JOIN documents d"
+            f" ON d.id = c.document_id WHERE {where})", tuple(params))
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

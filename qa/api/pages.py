@@ -124,7 +124,7 @@ def source_router(*, named: bool = False) -> APIRouter:
                     end: Offset = None, highlight_start: Offset = None,
                     highlight_end: Offset = None) -> HTMLResponse:
         """The document as a page, the cited span highlighted and scrolled into view."""
-        row = scope.collection.get_document(document_id)
+        row = scope.collection.get_document(document_id, filter=scope.filter)
         text = row.text or ""
         cited = checked_span(start, end, len(text), "start/end")
         sentence = checked_span(highlight_start, highlight_end, len(text),

@@ -59,14 +59,14 @@ def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
         offset: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # SQLite's largest integer
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> DocumentPage:
-        rows, total = scope.collection.list_documents(offset, limit)
+        rows, total = scope.collection.list_documents(offset, limit, filter=scope.filter)
         return DocumentPage(documents=[document_summary(r) for r in rows], total=total,
                             offset=offset, limit=limit)
 
     @router.get("/documents/{document_id:path}", response_model=DocumentOut, tags=["documents"],
                 responses={404: {"description": "Unknown document"}})
     def get_document(document_id: str, scope: Reader) -> DocumentOut:
-        return document_out(scope.collection.get_document(document_id))
+        return document_out(scope.collection.get_document(document_id, filter=scope.filter))
 
     if named:
         return router
