@@ -144,6 +144,10 @@ def test_a_private_collection_answers_only_with_a_key_for_it(
     answer = anonymous.post("/collections/notes/ask", json=question, headers=bearer(secret))
     assert cited(answer) <= set(NOTES)
     assert answer.json()["passages"][0]["citation"]["document_id"] == "volcano/tambora"
+    # A source link opens in a new tab, which cannot send a header: the key rides in the link.
+    page = anonymous.get("/collections/notes/source/volcano/tambora", params={"key": secret})
+    assert page.status_code == 200 and "Tambora" in page.text
+    problem(anonymous.get("/collections/notes/documents", params={"key": secret}), 401)
 
 
 def test_a_search_key_for_one_collection_is_refused_on_others_and_on_every_write(
@@ -219,6 +223,13 @@ def test_a_key_bound_to_an_origin_is_refused_from_another(admin: httpx.Client,
     problem(anonymous.post("/collections/notes/ask", json=question,
                            headers=bearer(secret, Origin="https://evil.example.net")),
             403, "evil.example.net")
+    # A link opened from a page sends no Origin: the origin of its Referer counts instead.
+    link = "/collections/notes/source/volcano/krakatoa"
+    ok = anonymous.get(link, params={"key": secret},
+                       headers={"Referer": "https://docs.example.com/guide/eruptions"})
+    assert ok.status_code == 200, ok.text
+    problem(anonymous.get(link, params={"key": secret},
+                          headers={"Referer": "https://evil.example.net/page"}), 403)
 
 
 def test_a_keys_fixed_filter_cannot_be_widened_by_the_request(
@@ -354,10 +365,14 @@ def test_a_revoked_key_is_refused_by_every_worker_within_two_seconds(
         key_id = secret.split("_")[1]
         revoked = runner.invoke(cli, ["keys", "revoke", key_id, "--index", str(root)])
         assert revoked.exit_code == 0, revoked.output
-        started = time.monotonic()
-        while set(statuses()) != {401}:
-            assert time.monotonic() - started < 2.0, "a worker still accepts the revoked key"
-        print(f"\nrevocation seen by every worker after {time.monotonic() - started:.2f} s")
+        revoked_at = time.monotonic()
+        while True:  # the first round of 20 that all get 401, and when it began
+            began = time.monotonic()
+            if set(statuses()) == {401}:
+                break
+            assert began - revoked_at < 2.0, "a worker still accepts the revoked key"
+        print(f"\nrevocation seen by every worker {began - revoked_at:.2f} s after it")
+        assert began - revoked_at < 2.0
     finally:
         server.terminate()
         try:

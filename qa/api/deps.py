@@ -15,8 +15,9 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qa.catalog import Catalog
@@ -83,9 +84,34 @@ def caller_key(request: Request, credentials: BearerKey) -> ApiKey | None:
 CallerKey = Annotated[ApiKey | None, Depends(caller_key)]
 
 
+def caller_key_or_link(request: Request, credentials: BearerKey,
+                       key: Annotated[str | None, Query(
+                           max_length=200, description="A search key, for links a browser "
+                           "opens (which cannot send a header): the widget's source links."
+                       )] = None) -> ApiKey | None:
+    """As `caller_key`, also taking the key from `?key=`: a page opened from a link cannot
+    send `Authorization`, and a widget's key is public by design (it is in the page)."""
+    if credentials is None and key:
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=key)
+    return caller_key(request, credentials)
+
+
+LinkKey = Annotated[ApiKey | None, Depends(caller_key_or_link)]
+
+
+def origin_of(request: Request) -> str | None:
+    """The page a request comes from: `Origin`, else (a link opened from a page, which sends
+    no Origin) the origin of `Referer`."""
+    origin = request.headers.get("origin")
+    if origin or not request.headers.get("referer"):
+        return origin
+    parts = urlsplit(request.headers["referer"])
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
+
+
 def scope_of(request: Request, name: str, key: ApiKey | None, action: Action) -> Scope:
     catalog = catalog_of(request)
-    origin = request.headers.get("origin")
+    origin = origin_of(request)
     if action == "write" and key is None and not _any_keys(request):
         raise Forbidden(
             "writes over HTTP are disabled on this server: make a key with `qa keys create "
@@ -107,9 +133,20 @@ def _any_keys(request: Request) -> bool:
         k.revoked_at is None for k in store.list()))
 
 
-def scope_dependency(action: Action, *, named: bool) -> Callable[..., Scope]:
+def scope_dependency(action: Action, *, named: bool, link: bool = False
+                     ) -> Callable[..., Scope]:
     """The dependency resolving a route's `Scope`: from the `{collection}` path parameter when
-    `named`, else `default`."""
+    `named`, else `default`; with `link`, the key may also come as `?key=` (see LinkKey)."""
+    if link:
+        if named:
+            def named_link_scope(request: Request, collection: CollectionName,
+                                 key: LinkKey) -> Scope:
+                return scope_of(request, collection, key, action)
+            return named_link_scope
+
+        def default_link_scope(request: Request, key: LinkKey) -> Scope:
+            return scope_of(request, DEFAULT_COLLECTION, key, action)
+        return default_link_scope
     if named:
         def named_scope(request: Request, collection: CollectionName,
                         key: CallerKey) -> Scope:
@@ -122,7 +159,7 @@ def scope_dependency(action: Action, *, named: bool) -> Callable[..., Scope]:
 
 
 def require_admin(request: Request, key: CallerKey) -> ApiKey:
-    authorize(key, "admin", None, public=False, origin=request.headers.get("origin"))
+    authorize(key, "admin", None, public=False, origin=origin_of(request))
     assert key is not None
     return key
 

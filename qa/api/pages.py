@@ -117,7 +117,7 @@ def source_router(*, named: bool = False) -> APIRouter:
     """GET /source/{id} of `default`, or with `named` of the collection in the path (mounted
     under /collections/{collection}); a private collection needs a search key."""
     router = APIRouter()
-    Reader = Annotated[Scope, Depends(scope_dependency("search", named=named))]
+    Reader = Annotated[Scope, Depends(scope_dependency("search", named=named, link=True))]
 
     @router.get("/source/{document_id:path}", response_class=HTMLResponse)
     def source_page(document_id: str, scope: Reader, start: Offset = None,

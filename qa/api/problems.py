@@ -126,9 +126,15 @@ def declare_problem_responses(app: FastAPI) -> None:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         components["Problem"] = Problem.model_json_schema()
         ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
-        for operations in schema.get("paths", {}).values():
+        for path, operations in schema.get("paths", {}).items():
             for operation in operations.values():
                 responses = operation.setdefault("responses", {})
+                if "security" in operation:  # it reads a key: see qa/api/deps.py
+                    responses.setdefault("401", {"description": "No key where one is needed, "
+                                                 "or one that is unknown, expired or revoked"})
+                    responses.setdefault("403", {"description": "The key may not do this"})
+                if "{collection}" in path:
+                    responses.setdefault("404", {"description": "Unknown collection"})
                 if "requestBody" in operation:
                     responses.setdefault("413", {"description": "Body over QA_MAX_BODY_BYTES"})
                     responses.setdefault("415", {"description": "Unsupported content type"})

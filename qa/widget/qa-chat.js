@@ -569,6 +569,9 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
           source.searchParams.set("highlight_start", String(highlight.start));
           source.searchParams.set("highlight_end", String(highlight.end));
         }
+        // A new tab cannot send the Authorization header: a keyed widget's link carries its
+        // (public, search-only) key, and the Referer its page's origin.
+        if (this.key) source.searchParams.set("key", this.key);
         // Each link names its passage: "View source, passage 2: Title, 15 May 2025".
         meta.append(h("a", {
           part: "citation", href: source.href, target: "_blank", rel: "noopener",

@@ -106,6 +106,14 @@ def test_widget_with_collection_and_key_answers_from_that_collection_only(
     expect(answer).to_be_visible(timeout=30_000)
     expect(answer.locator("[part=meta] strong")).to_have_text("Halden orchard")
     expect(answer.locator("mark[part=highlight]")).to_contain_text("second week of September")
+    # "View source" opens the private document in a new tab, which cannot send the header.
+    with page.context.expect_page() as opened:
+        answer.locator("a[part=citation]").click()
+    source = opened.value
+    source.wait_for_load_state()
+    expect(source.locator("h1")).to_have_text("Halden orchard")
+    expect(source.locator("mark#cited")).to_contain_text("second week of September")
+    source.close()
 
     # The seed article's own question, asked of `a`: nothing from `default` comes back.
     ask(page, QUESTION)
