@@ -414,3 +414,21 @@ def test_no_question_of_one_collection_ever_returns_a_passage_of_another(
 def _documents(collection: Collection) -> list[dict[str, Any]]:
     rows, _ = collection.list_documents(0, 10_000)
     return [{"id": r.id} for r in rows]
+
+
+def test_qa_eval_judges_a_named_collection_of_an_index(root: Path, tmp_path: Path) -> None:
+    questions = tmp_path / "notes.jsonl"
+    questions.write_text(
+        '{"question": "which volcano erupted in 1815?", "answers": ["Tambora"]}\n'
+        '{"question": "how does the armadillo escape predators?", "answers": ["jumping"]}\n')
+    runner = CliRunner()
+    judged = runner.invoke(cli, ["eval", str(questions), "--index", str(root),
+                                 "--collection", "notes", "--json"])
+    assert judged.exit_code == 0, judged.output
+    assert '"hit@1": 1.0' in judged.stdout
+    # The same questions of `default` (the seed article) find neither answer.
+    missed = runner.invoke(cli, ["eval", str(questions), "--index", str(root), "--json"])
+    assert missed.exit_code == 0 and '"hit@1": 0.0' in missed.stdout
+    unknown = runner.invoke(cli, ["eval", str(questions), "--index", str(root),
+                                  "--collection", "nope"])
+    assert unknown.exit_code == 1 and "nope" in unknown.output
