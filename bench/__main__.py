@@ -39,16 +39,16 @@ PLANS: dict[str, dict[str, Any]] = {
     "full": {"real": 10_000, "sizes": [10_000, 100_000], "ask_questions": 300,
              "throughput_questions": 200, "concurrency": 4, "ingest_chunks": 1000,
              "ingest_rounds": 2, "int8_texts": 256, "peer_chunks": 1000, "peer_questions": 100,
-             "ann_vectors": 1_000_000, "ann_queries": 200},
+             "ann_vectors": 1_000_000, "ann_queries": 200, "filtered_questions": 450},
     "quick": {"real": 2_000, "sizes": [2_000, 20_000], "ask_questions": 60,
               "throughput_questions": 40, "concurrency": 4, "ingest_chunks": 150,
               "ingest_rounds": 1, "int8_texts": 64, "peer_chunks": 150, "peer_questions": 30,
-              "ann_vectors": 200_000, "ann_queries": 100},
+              "ann_vectors": 200_000, "ann_queries": 100, "filtered_questions": 180},
     # Checks that the bench itself runs end to end; its numbers mean little.
     "smoke": {"real": 300, "sizes": [300, 3_000], "ask_questions": 20,
               "throughput_questions": 12, "concurrency": 2, "ingest_chunks": 40,
               "ingest_rounds": 1, "int8_texts": 16, "peer_chunks": 40, "peer_questions": 10,
-              "ann_vectors": 30_000, "ann_queries": 20},
+              "ann_vectors": 30_000, "ann_queries": 20, "filtered_questions": 30},
 }
 
 
@@ -109,6 +109,9 @@ def run(plan_name: str, skip: set[str]) -> dict[str, Any]:
         ask_q = questions[: plan["ask_questions"]]
         tput_q = questions[plan["ask_questions"] : plan["ask_questions"]
                            + plan["throughput_questions"] + 5]
+        # Filtered /ask (at the largest size) asks questions no other case asked the server.
+        seen = plan["ask_questions"] + plan["throughput_questions"] + 5
+        filtered_q = questions[seen : seen + plan["filtered_questions"]]
         with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
             for size in plan["sizes"]:
                 corpus = base if size <= base.size else grown(base, size)
@@ -119,7 +122,9 @@ def run(plan_name: str, skip: set[str]) -> dict[str, Any]:
                 log(f"/ask at {corpus.size} chunks: serving and measuring")
                 measured = measure_size(directory, embedder, ask_q, port=free_port(),
                                         concurrency=plan["concurrency"],
-                                        throughput_questions=tput_q)
+                                        throughput_questions=tput_q,
+                                        filtered_questions=filtered_q
+                                        if size == plan["sizes"][-1] else ())
                 measured.update(built)
                 measured["synthetic_vectors"] = corpus.synthetic_vectors
                 if corpus.synthetic_vectors:
@@ -160,6 +165,11 @@ def acceptance(out: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
             ratio = large[f"ask_{mode}"]["p50_over_floor"]
             checks[f"ask_{mode}_p50_le_2x_floor_at_{large['chunks']}"] = {
                 "value": ratio, "pass": ratio <= 2.0}
+        for name, case in large.get("ask_filtered", {}).items():
+            if name != "unfiltered":
+                ratio = case["p50_over_unfiltered"]
+                checks[f"ask_filtered_{name}_p50_le_1.3x_unfiltered_at_{large['chunks']}"] = {
+                    "value": ratio, "pass": ratio <= 1.3}
     if "ingestion" in out:
         ratio = out["ingestion"]["ratio_to_encode"]
         checks["ingestion_ge_0.85x_encode"] = {"value": ratio, "pass": ratio >= 0.85}
@@ -189,6 +199,13 @@ def table(out: dict[str, Any]) -> str:
             rows.append((f"/ask {mode} @ {tag} p50/p95/p99 ms",
                          f"{m['p50_ms']} / {m['p95_ms']} / {m['p99_ms']}"
                          f"  = {m['p50_over_floor']}x floor"))
+        filtered = a.get("ask_filtered", {})
+        for name, case in filtered.items():
+            if name != "unfiltered":
+                rows.append((f"/ask hybrid filtered {name} ({case['allowed_share']:.2%} of "
+                             f"chunks) @ {a['chunks']} p50 ms",
+                             f"{case['p50_ms']} vs {filtered['unfiltered']['p50_ms']} "
+                             f"unfiltered = {case['p50_over_unfiltered']}x"))
         rows.append((f"floor @ {size} (embed + {a['layout']} search) p50 ms",
                      str(a["floor"]["p50_ms"])))
         rows.append((f"req/s @ {size} (hybrid, {a['requests_per_s']['concurrency']} clients)",

@@ -9,11 +9,14 @@ sees a question twice).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from bench.corpus import Corpus
 from bench.measure import directory_bytes, median_ms, percentiles, rss_bytes
 from qa.collection import SNAPSHOT, Collection
 from qa.embedding import Embedder
+from qa.filters import parse_filter
 from qa.settings import Settings
 from qa.vectors import VectorIndex
 
@@ -37,6 +41,19 @@ BLOCK = 20
 GROUP = 512
 
 
+# Filtered /ask: every document gets a `bucket` in 0..99 from its id (copies land anywhere),
+# so a filter on it keeps about that share of the chunks, unrelated to what they are about.
+FILTERS: dict[str, dict[str, Any]] = {
+    "1%": {"metadata.bucket": 7},
+    "50%": {"metadata.bucket": {"$lt": 50}},
+}
+
+
+def bucket_of(document_id: str) -> int:
+    return int(hashlib.sha1(document_id.encode("utf-8"), usedforsecurity=False)
+               .hexdigest()[:8], 16) % 100
+
+
 def build_collection(corpus: Corpus, directory: Path, embedder: Embedder) -> dict[str, Any]:
     """Commit `corpus` with its precomputed vectors, as `qa index --ray` would."""
     settings = Settings(index_dir=directory)
@@ -44,6 +61,8 @@ def build_collection(corpus: Corpus, directory: Path, embedder: Embedder) -> dic
     collection = Collection.open(settings, embedder, create=True)
     offset, items, pending = 0, [], 0
     for document, chunks in zip(corpus.documents, corpus.chunks, strict=True):
+        document = replace(document, metadata={**document.metadata,
+                                               "bucket": bucket_of(document.id)})
         items.append((document, chunks, corpus.vectors[offset : offset + len(chunks)]))
         offset += len(chunks)
         pending += len(chunks)
@@ -105,14 +124,22 @@ class ServerProcess:
 
 
 def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, port: int,
-                 concurrency: int, throughput_questions: list[str]) -> dict[str, Any]:
-    """Latency (hybrid and dense) and throughput of /ask, the floor, memory and open time."""
+                 concurrency: int, throughput_questions: list[str],
+                 filtered_questions: Sequence[str] = ()) -> dict[str, Any]:
+    """Latency (hybrid and dense) and throughput of /ask, the floor, memory and open time;
+    with `filtered_questions`, filtered /ask against unfiltered (see measure_filtered)."""
     settings = Settings(index_dir=directory)
     opens = []
+    shares = {}
     for _ in range(3):
         started = time.perf_counter()
-        Collection.open(settings, embedder).close()
+        collection = Collection.open(settings, embedder)
         opens.append(time.perf_counter() - started)
+        if not shares:
+            chunks = collection.counts()[1]
+            shares = {name: round(len(collection.allowed_ids(parse_filter(raw))) / chunks, 4)
+                      for name, raw in FILTERS.items()}
+        collection.close()
     vectors = VectorIndex.load(directory / SNAPSHOT, embedder.dimension)
     assert vectors is not None
     half = len(questions) // 2
@@ -146,11 +173,49 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
         for mode in ("hybrid", "dense"):
             result[f"ask_{mode}"]["p50_over_floor"] = round(
                 result[f"ask_{mode}"]["p50_ms"] / result["floor"]["p50_ms"], 2)
+        if filtered_questions:
+            result["ask_filtered"] = measure_filtered(http, list(filtered_questions), shares)
         result["requests_per_s"] = _throughput(server.url, throughput_questions[:-5],
                                                concurrency)
         result["server_rss_bytes_after"] = rss_bytes(server.process.pid)
     result["recall_at_10_vs_exact"] = recall_at_10(vectors, np.stack(queries))
     return result
+
+
+def measure_filtered(http: httpx.Client, questions: list[str], shares: dict[str, float]
+                     ) -> dict[str, Any]:
+    """Hybrid /ask p50 with each of FILTERS and without, and each one's ratio to unfiltered.
+
+    The questions are split in as many sets as cases, and by blocks the sets rotate over the
+    cases, so that every case asks a share of every set: no case gets the easy questions, and
+    the server never sees a question twice (its query cache would flatter whoever came
+    second).
+    """
+    cases: list[tuple[str, dict[str, Any] | None]] = [("unfiltered", None),
+                                                      *FILTERS.items()]
+    size = len(questions) // len(cases)
+    sets = [questions[i * size : (i + 1) * size] for i in range(len(cases))]
+    latencies: dict[str, list[float]] = {name: [] for name, _ in cases}
+    short: dict[str, int] = {name: 0 for name, _ in cases}
+    for number, block in enumerate(range(0, size, BLOCK)):
+        for i, (name, raw) in enumerate(cases):
+            for q in sets[(i + number) % len(cases)][block : block + BLOCK]:
+                body: dict[str, Any] = {"question": q, "k": 5}
+                if raw is not None:
+                    body["filter"] = raw
+                started = time.perf_counter()
+                response = http.post("/ask", json=body)
+                latencies[name].append(time.perf_counter() - started)
+                response.raise_for_status()
+                short[name] += len(response.json()["passages"]) < 5
+    base = percentiles(latencies["unfiltered"])
+    out: dict[str, Any] = {"unfiltered": {**base, "fewer_than_k": short["unfiltered"]}}
+    for name, raw in FILTERS.items():
+        measured = percentiles(latencies[name])
+        out[name] = {**measured, "filter": raw, "allowed_share": shares.get(name),
+                     "fewer_than_k": short[name],
+                     "p50_over_unfiltered": round(measured["p50_ms"] / base["p50_ms"], 2)}
+    return out
 
 
 def _throughput(url: str, questions: list[str], concurrency: int) -> dict[str, Any]:
