@@ -116,3 +116,10 @@ class CollectionExists(QAError):
 class KeyNotFound(QAError):
     status = 404
     title = "Key not found"
+
+
+class QueryNotFound(QAError):
+    """Feedback for a query id the log does not hold (unknown, purged, or logging is off)."""
+
+    status = 404
+    title = "Query not found"

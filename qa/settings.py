@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         description="Whether the collection `default` can be asked without a key (other "
         "collections are made public or private when created).",
     )
+    query_log: bool = Field(
+        True,
+        description="Keep a log of questions, answers and feedback beside the index "
+        "(querylog.sqlite3), for `qa analytics` and `qa feedback export`; `off` writes nothing.",
+    )
+    query_log_days: int = Field(
+        30, ge=1, le=36500, description="Days a logged question (and its feedback) is kept.",
+    )
     host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `qa serve` binds.")
     cors_origins: Annotated[list[str], NoDecode] = Field(
