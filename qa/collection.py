@@ -454,7 +454,9 @@ class Collection:
 
     def keyword_search(self, question: str, k: int, *, budget: int | None = None,
                        filter: Filter | None = None) -> list[tuple[int, float]]:
-        return self.store.keyword_search(question, k, budget=budget, filter=filter)
+        """Top-k chunks by BM25; with a `filter`, top-k among the chunks it allows."""
+        allowed = None if filter is None else self.allowed_ids(filter)
+        return self.store.keyword_search(question, k, budget=budget, allowed=allowed)
 
 
 def _rows(items: Iterable[tuple[Document, Sequence[Chunk], npt.NDArray[np.float32] | None]]

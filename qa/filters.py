@@ -172,7 +172,7 @@ class _Compiler:
                                    f"start with $: {', '.join(OPERATORS)}); got {_shown(op)}")
             if op == "$not":
                 raise InvalidInput(f"{here}: $not applies to a whole filter: write "
-                                   f"{{\"$not\": {{\"{name}\": {{...}}}}}}")
+                                   f"{{\"$not\": {{\"{_name(name)}\": {{...}}}}}}")
             if op not in OPERATORS:
                 raise InvalidInput(f"{here}: unknown operator \"{_name(op)}\" (known: "
                                    f"{', '.join(OPERATORS)})")

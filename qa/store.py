@@ -321,31 +321,41 @@ class Store:
         return found
 
     def keyword_search(self, question: str, k: int, *, budget: int | None = None,
-                       filter: Filter | None = None) -> list[tuple[int, float]]:
+                       allowed: npt.NDArray[np.int64] | None = None) -> list[tuple[int, float]]:
         """BM25 over chunks (FTS5); scores are positive, higher is better. With a `budget`,
         common words are left out when the question's postings would exceed it (see
-        KEYWORD_POSTINGS). With a `filter`, only the chunks it allows are ranked: the filter
-        is joined into the query, so k allowed matches come back whenever k exist."""
+        KEYWORD_POSTINGS). With `allowed` chunk ids (a filter's, ascending), only those are
+        ranked: k allowed matches come back whenever k exist.
+
+        The restriction is in the query, before ranking and LIMIT, as a lookup of each match's
+        rowid in the allowed ids. Joining chunks and documents to test the filter itself costs
+        ~5 µs per match (its metadata JSON parsed for each), the lookup ~0.3 µs: at 100k chunks
+        a hybrid question's keyword query took 23 ms joined, 8 ms looked up, 10 ms unfiltered.
+        """
+        if allowed is not None and len(allowed) == 0:
+            return []
         with self._lock:
             keep = (lambda _: True) if budget is None else self._affordable(question, budget)
             query = keyword_query(question, keep)
             if query is None:
                 return []
-            if filter is None:
+            if allowed is None:
                 rows = self._conn.execute(
                     "SELECT rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
                     " WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
                     (query, k),
                 ).fetchall()
             else:
-                where, params = filter.sql()
-                # FTS5 drives (its matches, then each one's chunk and document by key), so a
-                # filter costs a lookup per match, never a scan of the collection.
+                member = _member_bytes(allowed)
+                size = len(member)
+                # Registered anew for each query (under the lock): it reads this query's ids.
+                self._conn.create_function(
+                    "qa_allowed", 1, lambda rowid: rowid < size and member[rowid])
                 rows = self._conn.execute(
-                    "SELECT f.rowid, -bm25(chunks_fts) AS score FROM chunks_fts f"
-                    " JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.document_id"
-                    f" WHERE chunks_fts MATCH ? AND ({where}) ORDER BY bm25(chunks_fts) LIMIT ?",
-                    (query, *params, k),
+                    "SELECT rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
+                    " WHERE chunks_fts MATCH ? AND qa_allowed(rowid)"
+                    " ORDER BY bm25(chunks_fts) LIMIT ?",
+                    (query, k),
                 ).fetchall()
         return [(int(r[0]), float(r[1])) for r in rows]
 
@@ -353,11 +363,13 @@ class Store:
         """The ids of the chunks `filter` allows, ascending (one query over chunks and their
         documents)."""
         where, params = filter.sql()
+        # Documents first (CROSS JOIN fixes the order): a document-level condition is tested
+        # once per document, not once per chunk (3x faster on SciFact's 20k chunks).
         with self._lock:
             rows = self._conn.execute(
-                "SELECT c.id FROM chunks c JOIN documents d ON d.id = c.document_id"
-                f" WHERE {where} ORDER BY c.id", params).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                "SELECT c.id FROM documents d CROSS JOIN chunks c ON c.document_id = d.id"
+                f" WHERE {where}", params).fetchall()
+        return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
 
     def version(self) -> tuple[int, int]:
         """Changes with every commit that can change what a read returns: another
@@ -499,6 +511,13 @@ def _storage_errors(path: Path) -> Iterator[None]:
             raise ReadOnlyIndex(f"index {path.parent} cannot be written (read-only database "
                                 "file or volume); it only answers questions") from exc
         raise
+
+
+def _member_bytes(ids: npt.NDArray[np.int64]) -> bytes:
+    """A byte per chunk id up to the largest of `ids`: 1 where the id is among them."""
+    table = np.zeros(int(ids[-1]) + 1, dtype=np.uint8)
+    table[ids] = 1
+    return table.tobytes()
 
 
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
