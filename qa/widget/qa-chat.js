@@ -36,6 +36,9 @@
       unreachable: "Could not reach the server. Check your connection and try again.",
       timeout: "The server is taking too long to answer. Please try again.",
       failed: "The server could not answer", noEndpoint: "This widget has no valid endpoint.",
+      rate: "Rate this answer", up: "This answer helped", down: "This answer did not help",
+      answered: "This answered it", thanks: "Thanks for the feedback",
+      unsent: "Your feedback could not be sent.",
     },
     fr: {
       title: "Posez une question", placeholder: "Une question sur ces documents\u2026",
@@ -50,6 +53,9 @@
       unreachable: "Serveur injoignable. V\u00e9rifiez votre connexion et r\u00e9essayez.",
       timeout: "Le serveur met trop de temps \u00e0 r\u00e9pondre. R\u00e9essayez.",
       failed: "Le serveur n\u2019a pas pu r\u00e9pondre", noEndpoint: "Ce widget n\u2019a pas d\u2019adresse valide.",
+      rate: "\u00c9valuer cette r\u00e9ponse", up: "Cette r\u00e9ponse m\u2019a aid\u00e9",
+      down: "Cette r\u00e9ponse ne m\u2019a pas aid\u00e9", answered: "C\u2019est la r\u00e9ponse",
+      thanks: "Merci pour votre avis", unsent: "Votre avis n\u2019a pas pu \u00eatre envoy\u00e9.",
     },
     de: {
       title: "Stellen Sie eine Frage", placeholder: "Frage zu diesen Dokumenten\u2026",
@@ -63,6 +69,9 @@
       unreachable: "Server nicht erreichbar. Bitte Verbindung pr\u00fcfen und erneut versuchen.",
       timeout: "Der Server antwortet zu langsam. Bitte erneut versuchen.",
       failed: "Der Server konnte nicht antworten", noEndpoint: "Dieses Widget hat keine g\u00fcltige Adresse.",
+      rate: "Antwort bewerten", up: "Diese Antwort hat geholfen", down: "Diese Antwort hat nicht geholfen",
+      answered: "Das war die Antwort", thanks: "Danke f\u00fcr Ihre R\u00fcckmeldung",
+      unsent: "Ihre R\u00fcckmeldung konnte nicht gesendet werden.",
     },
   };
 
@@ -115,6 +124,13 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
 .send{flex:none;display:grid;place-items:center;width:40px;border:0;border-radius:8px;background:var(--_accent);color:var(--_accent-fg)}
 .send svg{width:18px;height:18px;fill:currentColor}
 :focus-visible{outline:2px solid var(--_ring);outline-offset:2px}
+.fb{display:flex;flex-wrap:wrap;align-items:center;gap:6px}
+.fb button,.it{padding:1px 10px;border:1px solid var(--_muted);border-radius:14px;background:transparent;color:inherit}
+.fb svg{display:block;width:16px;height:24px;fill:currentColor}
+.fb button+button svg{transform:rotate(180deg)}
+.it{border-color:var(--_accent);color:var(--_accent)}
+button[aria-pressed=true]{border-color:var(--_accent);background:var(--_accent);color:var(--_accent-fg)}
+.note{font-size:.86em;color:var(--_muted)}
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}`;
 
   /** createElement with attributes, "text" as textContent and on* as listeners. */
@@ -174,6 +190,8 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
   }
 
   const CHAT_ICON = "M4 3h16a2 2 0 0 1 2 2v11a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2z";
+  // A thumb up; the thumb down is the same, turned over by the stylesheet.
+  const THUMB_ICON = "M1 21h4V9H1v12zm22-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.5-1.1L14.2 1 7.6 7.6A2 2 0 0 0 7 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7c.1-.3.2-.5.2-.8v-2z";
   const CLOSE_ICON = "M6.4 5 5 6.4 10.6 12 5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z";
 
   /** The site's example questions: a JSON list of non-empty strings, anything else ignored. */
@@ -207,6 +225,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
     constructor() {
       super();
       this._controller = null;
+      this._posts = new Set();  // feedback in flight, aborted with the question when removed
       this._examplesKey = null;
       this._warned = new Set();
       const root = this.attachShadow({ mode: "open" });
@@ -381,6 +400,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
     disconnectedCallback() {
       if (this._controller) this._controller.abort();
       this._controller = null;
+      for (const controller of this._posts) controller.abort();
     }
 
     attributeChangedCallback() {
@@ -467,14 +487,12 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
         if (this.k !== null) body.k = this.k;
         const filter = this.filter;
         if (filter) body.filter = filter;
-        const headers = { "Content-Type": "application/json", Accept: "application/json" };
-        if (this.key) headers.Authorization = `Bearer ${this.key}`;
         const base = this._base(endpoint);
         let response;
         try {
           response = await fetch(`${base}/ask`, {
             method: "POST", mode: "cors", credentials: "omit", signal: controller.signal,
-            headers, body: JSON.stringify(body),
+            headers: this._headers(), body: JSON.stringify(body),
           });
         } catch (error) {
           if (controller.signal.aborted) throw error;
@@ -483,10 +501,11 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
         const data = await response.json().catch(() => null);
         if (!response.ok) throw new ProblemError(response.status, data);
         if (!data || !Array.isArray(data.passages)) throw new ProblemError(response.status, null);
-        status.replaceWith(...this._renderAnswer(data, base));
+        status.replaceWith(...this._renderAnswer(data, base, endpoint));
         this.dispatchEvent(new CustomEvent("qa-chat:answer", {
           bubbles: true, composed: true,
-          detail: { question, passages: data.passages, answer: data.answer || null },
+          detail: { question, passages: data.passages, answer: data.answer || null,
+            queryId: data.query_id || null },
         }));
       } catch (error) {
         if (controller.signal.aborted && !timedOut) {
@@ -509,19 +528,20 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
     }
 
     /** Answer first: the top passage's sentence, then the rest; or a plain "not found". */
-    _renderAnswer(data, base) {
+    _renderAnswer(data, base, endpoint) {
       const s = this.strings;
       const passages = data.passages;
       const { found, threshold } = verdict(data);
       const items = passages.map((passage, i) => this._renderPassage(passage, base, i + 1,
         found && (i === 0 || !(Number(passage.confidence) < threshold))));
+      const votes = this._renderFeedback(data.query_id, items, endpoint);
       if (!found || !passages.length) {
         this._announce(passages.length ? fill(s.notFound, { n: passages.length }) : s.noAnswer);
         const none = h("p", { class: "none", part: "no-answer", text: s.noAnswer });
-        if (!passages.length) return [none];
+        if (!passages.length) return [none, ...votes];
         const list = h("ol", { part: "answers", "aria-label": s.relatedList },
           ...items.map((item) => h("li", { part: "passage" }, item.body, item.meta)));
-        return [none, h("details", { part: "related" },
+        return [none, ...votes, h("details", { part: "related" },
           h("summary", { part: "toggle", text: fill(s.related, { n: passages.length }) }), list)];
       }
       const [top, ...rest] = items;
@@ -529,12 +549,92 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
       const card = h("div", { class: "card", part: "passage answer-card" },
         h("p", { class: "answer", part: "answer", text: top.answer }), top.meta,
         h("details", { part: "context" }, h("summary", { part: "toggle", text: s.context }), top.body));
-      if (!rest.length) return [card];
+      if (!rest.length) return [card, ...votes];
       const list = h("ol", { part: "answers", "aria-label": s.more }, ...rest.map((item) => (
         item.confident ? h("li", { part: "passage" }, item.body, item.meta)
           : h("li", { part: "passage" }, h("details", {},
             h("summary", { part: "toggle", text: item.title }), item.body, item.meta)))));
-      return [card, h("h3", { part: "more", text: s.more }), list];
+      return [card, ...votes, h("h3", { part: "more", text: s.more }), list];
+    }
+
+    /** Thumbs on the answer and "This answered it" on each passage, when the server logged the
+     * question (`query_id`). Votes go out one at a time, in order, since the server keeps the
+     * last it receives; the buttons show that vote, or the one before if sending failed. */
+    _renderFeedback(queryId, items, endpoint) {
+      if (typeof queryId !== "string" || !queryId) return [];
+      const s = this.strings;
+      const note = h("span", { class: "note", part: "feedback-note" });
+      const buttons = [];
+      let kept = null;
+      let latest = 0;
+      let queue = Promise.resolve();
+      const show = (vote) => {
+        for (const [el, rating, passage] of buttons) {
+          el.setAttribute("aria-pressed", String(Boolean(vote)
+            && (passage ? vote.passage === passage : vote.rating === rating)));
+        }
+      };
+      // Shown beside the thumbs and said once by the status line, like the answer's summary.
+      const say = (text) => {
+        note.textContent = text;
+        this._announce(text);
+      };
+      const send = (rating, passage) => {
+        const mine = ++latest;
+        const vote = { rating, passage };
+        show(vote);
+        note.textContent = "";
+        const body = { query_id: queryId, rating };
+        if (passage) body.passage = passage;
+        queue = queue.then(() => this._post(`${endpoint}/feedback`, body)).then(() => {
+          kept = vote;
+          this.dispatchEvent(new CustomEvent("qa-chat:feedback", {
+            bubbles: true, composed: true, detail: { queryId, rating, passage },
+          }));
+          if (mine === latest) say(s.thanks);
+        }, () => {
+          if (mine !== latest) return;
+          show(kept);
+          say(s.unsent);  // quietly: the answer still stands, only the vote was lost
+        });
+      };
+      const button = (props, rating, passage = null) => {
+        const el = h("button", { type: "button", "aria-pressed": "false", ...props,
+          onclick: () => send(rating, passage) }, ...(passage ? [] : [icon(THUMB_ICON)]));
+        buttons.push([el, rating, passage]);
+        return el;
+      };
+      for (const item of items) {
+        item.meta.append(button({ class: "it", part: "answered-it", text: s.answered,
+          "aria-label": `${s.answered}, ${s.passage} ${item.n}: ${item.title}` }, "up", item.n));
+      }
+      return [h("div", { class: "fb", part: "feedback", role: "group", "aria-label": s.rate },
+        button({ part: "vote-up", "aria-label": s.up }, "up"),
+        button({ part: "vote-down", "aria-label": s.down }, "down"), note)];
+    }
+
+    /** Authorization with the widget's key, if it has one, for every request it makes. */
+    _headers() {
+      const headers = { "Content-Type": "application/json", Accept: "application/json" };
+      if (this.key) headers.Authorization = `Bearer ${this.key}`;
+      return headers;
+    }
+
+    /** POST JSON; resolves on a 2xx, rejects on anything else (a refusal, no network, timeout). */
+    async _post(url, body) {
+      const controller = new AbortController();
+      this._posts.add(controller);
+      const timer = setTimeout(() => controller.abort(), this.timeout);
+      try {
+        const response = await fetch(url, {
+          method: "POST", mode: "cors", credentials: "omit", signal: controller.signal,
+          headers: this._headers(), body: JSON.stringify(body),
+        });
+        if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      } finally {
+        clearTimeout(timer);
+        this._posts.delete(controller);
+      }
     }
 
     /** One passage: context (its sentence marked when `confident`), title, date and link. */
@@ -579,7 +679,7 @@ input{flex:1;min-width:0;padding:9px 12px;border:1px solid var(--_border);border
           text: s.source,
         }));
       }
-      return { body, meta, title, answer, confident };
+      return { body, meta, title, answer, confident, n };
     }
 
     _date(value) {
