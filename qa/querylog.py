@@ -431,8 +431,10 @@ def _parse_stamp(value: str) -> datetime:
 
 
 def _row(q: LoggedQuery) -> tuple[Any, ...]:
-    return (q.id, _stamp(q.at), q.collection, q.question, q.mode, q.k,
-            None if q.filter is None else json.dumps(q.filter, ensure_ascii=False),
+    # A lone surrogate cannot be stored as UTF-8: replaced, so one odd row fails no batch.
+    question = q.question.encode("utf-8", "replace").decode("utf-8")
+    return (q.id, _stamp(q.at), q.collection, question, q.mode, q.k,
+            None if q.filter is None else json.dumps(q.filter),  # ASCII: surrogates escaped
             int(q.found), float(q.confidence), float(q.latency_ms), q.client, q.key_id,
             json.dumps([p.to_dict() for p in q.passages]))
 
@@ -466,8 +468,8 @@ def _clean_comment(comment: str | None) -> str | None:
         raise InvalidInput("comment: must be a string")
     if len(comment) > MAX_COMMENT_CHARS:
         raise InvalidInput(f"comment: at most {MAX_COMMENT_CHARS} characters")
-    if "\0" in comment:
-        raise InvalidInput("comment: must not contain NUL")
+    if "\0" in comment or any("\ud800" <= c <= "\udfff" for c in comment):
+        raise InvalidInput("comment: must not contain NUL or a lone surrogate (not UTF-8)")
     return comment.strip() or None
 
 

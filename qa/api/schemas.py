@@ -70,6 +70,9 @@ class AskResponse(BaseModel):
     answer: AnswerOut
     passages: list[PassageOut]
     took_ms: float
+    query_id: str | None = Field(
+        None, description="This answer's id in the query log, for POST /feedback; null when "
+        "the log is off (QA_QUERY_LOG=off) or from the command line.")
 
 
 class AskRequestBase(BaseModel):

@@ -5,7 +5,9 @@ Three shapes, detected from the data:
                               question carries its gold answer spans as document offsets
     BEIR folder               corpus.jsonl, queries.jsonl, qrels/test.tsv; document-level qrels
     JSONL                     {"question", "answers": [...]} per line; judged by answer strings;
-                              `"answers": []` marks a question the documents cannot answer
+                              `"answers": []` marks a question the documents cannot answer;
+                              or {"question", "relevant": [{"document_id", "start", "end"}]}
+                              (what `qa feedback export` writes), judged by span overlap
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class Question:
     answers: tuple[str, ...] = ()
     spans: tuple[AnswerSpan, ...] = ()
     impossible: bool = False  # SQuAD v2.0: no answer exists in the text
+    # Passages known to answer (feedback): any passage overlapping one of them is a hit.
+    relevant: tuple[AnswerSpan, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,21 +178,47 @@ def _jsonl_objects(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]
 
 def load_jsonl(path: Path, text: str | None = None) -> Dataset:
     """`{"question": str, "answers": [str, ...], "id"?: str}` per line; an empty answers list
-    is a question with no answer in the documents (as SQuAD v2.0's `is_impossible`)."""
+    is a question with no answer in the documents (as SQuAD v2.0's `is_impossible`). A line
+    may give `"relevant": [{"document_id", "start", "end"}, ...]` instead of answers."""
     questions = []
     for number, obj in _jsonl_objects(path, _read_text(path) if text is None else text):
         question, answers = obj.get("question"), obj.get("answers")
         if not isinstance(question, str) or not question.strip():
             raise DatasetError(f"{path}:{number}: \"question\" must be a non-empty string")
+        if answers is None and "relevant" in obj:
+            questions.append(Question(id=str(obj.get("id", number)), text=question,
+                                      relevant=_relevant_spans(path, number, obj["relevant"])))
+            continue
         if (not isinstance(answers, list)
                 or not all(isinstance(a, str) and a.strip() for a in answers)):
             raise DatasetError(f"{path}:{number}: \"answers\" must be a list of non-empty "
-                               "strings ([] for a question the documents cannot answer)")
+                               "strings ([] for a question the documents cannot answer), or "
+                               "\"relevant\" a list of {\"document_id\", \"start\", \"end\"}")
         questions.append(Question(id=str(obj.get("id", number)), text=question,
                                   answers=tuple(answers), impossible=not answers))
     if not questions:
         raise DatasetError(f"{path}: no questions")
     return Dataset(path.name, "jsonl", tuple(questions))
+
+
+def _relevant_spans(path: Path, number: int, value: Any) -> tuple[AnswerSpan, ...]:
+    """A line's `relevant` spans: a non-empty list of {"document_id", "start", "end"}."""
+    spans = [_span(s) for s in value] if isinstance(value, list) and value else [None]
+    if any(s is None for s in spans):
+        raise DatasetError(f"{path}:{number}: \"relevant\" must be a non-empty list of "
+                           "{\"document_id\": str, \"start\": int, \"end\": int} with "
+                           "0 <= start < end")
+    return tuple(s for s in spans if s is not None)
+
+
+def _span(value: Any) -> AnswerSpan | None:
+    if not isinstance(value, dict):
+        return None
+    document_id, start, end = value.get("document_id"), value.get("start"), value.get("end")
+    if (isinstance(document_id, str) and document_id and type(start) is int
+            and type(end) is int and 0 <= start < end):
+        return AnswerSpan(document_id, start, end)
+    return None
 
 
 def load_beir(folder: Path, split: str = "test") -> Dataset:

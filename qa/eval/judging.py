@@ -2,7 +2,11 @@
 
 How passages are judged:
     SQuAD   a passage is a hit when its `[start, end)` in the document covers a gold answer span
-    JSONL   a passage is a hit when its text contains an answer string (case-insensitive)
+    JSONL   a passage is a hit when its text contains an answer string (case-insensitive), or,
+            for a question with `relevant` spans (feedback), when it overlaps one of them in
+            the same document by at least half of the shorter of the two: an index cut into
+            other chunks still finds the approved text, while a neighbouring chunk, which
+            shares only the chunk overlap (48 of 200 tokens), is not taken for it
     BEIR    passages become documents by MaxP: a document's score is its best passage's score,
             i.e. its first occurrence in the ranked passages; documents are judged by the qrels
 For SQuAD and JSONL every question has one thing to find, the answer: the first answering
@@ -24,8 +28,17 @@ def covers(passage_start: int, passage_end: int, span: AnswerSpan, document_id: 
             and span.end <= passage_end)
 
 
+def overlaps(start: int, end: int, span: AnswerSpan, document_id: str) -> bool:
+    """Whether `[start, end)` shares at least half of the shorter of it and `span`."""
+    shared = min(end, span.end) - max(start, span.start)
+    return (document_id == span.document_id and shared > 0
+            and 2 * shared >= min(end - start, span.end - span.start))
+
+
 def passage_hits(question: Question, passage: Passage) -> bool:
     c = passage.citation
+    if question.relevant:
+        return any(overlaps(c.start, c.end, s, c.document_id) for s in question.relevant)
     if question.spans:
         return any(covers(c.start, c.end, s, c.document_id) for s in question.spans)
     text = passage.text.casefold()
@@ -36,6 +49,8 @@ def highlight_hits(question: Question, passage: Passage) -> bool:
     h, c = passage.highlight, passage.citation
     if h is None:
         return False
+    if question.relevant:
+        return any(overlaps(h.start, h.end, s, c.document_id) for s in question.relevant)
     if question.spans:
         return any(covers(h.start, h.end, s, c.document_id) for s in question.spans)
     text = h.text.casefold()
