@@ -153,6 +153,10 @@ def test_widget_states_have_no_axe_violations(sized_page: Page, host_site: HostS
     expect(page.locator("qa-chat [part=greeting]")).to_be_visible()
     assert_no_axe_violations(page)  # open, greeting and examples
     assert_result_has_no_axe_violations(page, QUESTION, "answer")
+    # After a vote: a pressed "This answered it" and thumb, and the note beside the thumbs.
+    page.locator("qa-chat [part=answered-it]").first.click()
+    expect(page.locator("qa-chat [part=feedback-note]")).to_have_text("Thanks for the feedback")
+    assert_no_axe_violations(page)
 
 
 def test_no_answer_state_has_no_axe_violations(sized_page: Page, host_site: HostSite,
@@ -246,7 +250,7 @@ def test_every_control_has_a_focus_ring_of_at_least_3_to_1_in_every_theme(
     rings += tab_through_widget(page)
     reached = {ring["name"] for ring in rings}
     assert {"launcher", "close", "log", "input", "send", "example", "citation",
-            "toggle"} <= reached, reached
+            "toggle", "vote-up", "vote-down", "answered-it"} <= reached, reached
     weak = [(ring["name"], round(ring_contrast(ring), 2)) for ring in rings
             if ring_contrast(ring) < 3]
     assert not weak, weak
