@@ -69,6 +69,9 @@ CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row
 class Store:
     """All SQL lives here. One connection per store, guarded by a lock (FastAPI uses threads)."""
 
+    # The last allowed ids a keyword search was restricted to, with their byte table.
+    _members: tuple[npt.NDArray[np.int64], bytes] | None = None
+
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
         self.read_only = read_only
@@ -346,7 +349,10 @@ class Store:
                     (query, k),
                 ).fetchall()
             else:
-                member = _member_bytes(allowed)
+                # The same array comes back for the same filter until the data changes.
+                if self._members is None or self._members[0] is not allowed:
+                    self._members = (allowed, _member_bytes(allowed))
+                member = self._members[1]
                 size = len(member)
                 # Registered anew for each query (under the lock): it reads this query's ids.
                 self._conn.create_function(

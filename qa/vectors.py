@@ -77,6 +77,7 @@ class VectorIndex:
         self._selector: Any = None  # see _live_slots
         self._dead_slots: Any = None
         self._slots: tuple[tuple[Any, int, int], Ids] | None = None  # see _slot_ids
+        self._selected: tuple[Ids, tuple[Any, int, int], Any, int] | None = None  # _selection
 
     # -- shape -------------------------------------------------------------------------------
 
@@ -200,20 +201,15 @@ class VectorIndex:
         """
         import faiss
 
+        sel, live = self._selection(allowed)
         if self.layout == "flat":
-            table = _membership(allowed, None)
-            sel = _bitmap(table)
-            k = min(k, len(self), len(allowed))
+            k = min(k, len(self), live)
             scores, ids = self._index.search(row, k, params=_selecting(sel))
             keep = ids[0] >= 0
             return ids[0][keep], scores[0][keep]
-        slots = self._slot_ids()
-        member = _membership(allowed, slots)
-        live = int(np.count_nonzero(member))
         if live == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         k = min(k, live)
-        sel = _bitmap(member)
         if live >= EXACT_BELOW:
             graph = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # stubs lag
             graph.efSearch = self.ef_search
@@ -228,20 +224,39 @@ class VectorIndex:
         exact: Any = faiss.downcast_index(self._index.index).refine_index  # type: ignore[attr-defined]
         scores, found = exact.search(row, k, params=_selecting(sel))
         keep = found[0] >= 0
-        return slots[found[0][keep]], scores[0][keep]
+        return self._slot_ids()[found[0][keep]], scores[0][keep]
+
+    def _selection(self, allowed: Ids) -> tuple[Any, int]:
+        """A bitmap selector of `allowed` (over chunk ids when flat, over slots for HNSW) and
+        how many vectors it can let through. Remembered for the last `allowed` array while
+        the index is unchanged: the collection hands out the same array for the same filter
+        until the data changes, so a repeated filter costs no pass over the slots."""
+        state = self._state()
+        memo = self._selected
+        if memo is not None and memo[0] is allowed and _same(memo[1], state):
+            return memo[2], memo[3]
+        if self.layout == "flat":
+            member, live = _membership(allowed, None), len(allowed)
+        else:
+            member = _membership(allowed, self._slot_ids())
+            live = int(np.count_nonzero(member))
+        sel = _bitmap(member)
+        self._selected = (allowed, state, sel, live)
+        return sel, live
+
+    def _state(self) -> tuple[Any, int, int]:
+        """Names what slots hold: HNSW only appends, tombstones (counted in `_dead`) and
+        rebuilds (a new object); flat changes size with any add or remove."""
+        return (self._index, int(self._index.ntotal), self._dead)
 
     def _slot_ids(self) -> Ids:
-        """The chunk id of every slot (-1: a tombstone), cached while the index is unchanged.
-        HNSW only appends, tombstones (counted in `_dead`) and rebuilds (a new object), so
-        (index object, size, tombstones) names its state."""
+        """The chunk id of every slot (-1: a tombstone), cached while the index is unchanged."""
         import faiss
 
-        state = (self._index, int(self._index.ntotal), self._dead)
-        cached = self._slots
-        if cached is None or cached[0][0] is not state[0] or cached[0][1:] != state[1:]:
-            cached = (state, faiss.vector_to_array(self._index.id_map).astype(np.int64))
-            self._slots = cached
-        return cached[1]
+        state = self._state()
+        if self._slots is None or not _same(self._slots[0], state):
+            self._slots = (state, faiss.vector_to_array(self._index.id_map).astype(np.int64))
+        return self._slots[1]
 
     def _live_slots(self) -> Any:
         """A selector of the slots that are not tombstones (cached until the next removal)."""
@@ -312,6 +327,10 @@ class VectorIndex:
             slots = faiss.vector_to_array(raw.id_map)
             index._dead = int((slots == _DEAD).sum())
         return index
+
+
+def _same(a: tuple[Any, int, int], b: tuple[Any, int, int]) -> bool:
+    return a[0] is b[0] and a[1:] == b[1:]
 
 
 def _bitmap(member: npt.NDArray[np.bool_]) -> Any:
