@@ -62,7 +62,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(plan_name: str, skip: set[str]) -> dict[str, Any]:
+def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[str, Any]:
     from bench.ann import measure_ann
     from bench.ingest import measure_ingestion, measure_int8
     from bench.peer import measure_peer, txtai_available
@@ -70,7 +70,7 @@ def run(plan_name: str, skip: set[str]) -> dict[str, Any]:
     from qa.embedding import Embedder
     from qa.settings import Settings
 
-    plan = PLANS[plan_name]
+    plan = dict(PLANS[plan_name], **({"sizes": sizes} if sizes else {}))
     settings = Settings()
     embedder = Embedder(settings.model, batch_size=settings.batch_size)
     questions = scifact_questions()
@@ -244,12 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="Comma-separated: ingest,ask,peer,ann.")
     parser.add_argument("--results", type=Path, default=RESULTS,
                         help=f"Where the JSON results go (default: {RESULTS}).")
+    parser.add_argument("--sizes", default="",
+                        help="Comma-separated /ask sizes in chunks, instead of the plan's "
+                        "(e.g. --quick --sizes 2000,100000: the big size's HNSW and filtered "
+                        "cases without the full plan's 10k real embeddings).")
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - {"ingest", "ask", "peer", "ann"}
     if unknown:
         parser.error(f"unknown --skip part(s): {', '.join(sorted(unknown))}")
-    out = run("smoke" if args.smoke else "quick" if args.quick else "full", skip)
+    sizes = [int(n) for n in args.sizes.split(",") if n.strip()] or None
+    if sizes is not None and len(sizes) != 2:
+        parser.error("--sizes takes two sizes: a small one and a large one")
+    out = run("smoke" if args.smoke else "quick" if args.quick else "full", skip, sizes)
     args.results.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = args.results / f"bench-{out['plan']}-{stamp}-{out['revision']['commit'][:8]}.json"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from bench.measure import directory_bytes, median_ms, percentiles, rss_bytes
 from qa.collection import SNAPSHOT, Collection
 from qa.embedding import Embedder
 from qa.filters import parse_filter
+from qa.querylog import LOG_FILE, QueryLog
 from qa.settings import Settings
 from qa.vectors import VectorIndex
 
@@ -80,14 +82,14 @@ def build_collection(corpus: Corpus, directory: Path, embedder: Embedder) -> dic
 class ServerProcess:
     """`uvicorn qa.api:app_from_env` in its own process, as `qa serve --workers N` runs each."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{port}"
         # A file, not a pipe: an unread pipe fills up and stalls the server mid-benchmark.
         self.log_path = directory.parent / f"server-{port}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in __exit__)
         # The per-client rate limit would turn a load test into a test of the limiter.
         env = {**os.environ, "QA_INDEX_DIR": str(directory), "QA_ASK_RATE_LIMIT": "off",
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "qa.api:app_from_env", "--factory",
              "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -130,7 +132,7 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
     with `filtered_questions`, filtered /ask against unfiltered (see measure_filtered)."""
     settings = Settings(index_dir=directory)
     opens = []
-    shares = {}
+    shares: dict[str, float] = {}
     for _ in range(3):
         started = time.perf_counter()
         collection = Collection.open(settings, embedder)
@@ -178,6 +180,8 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
         result["requests_per_s"] = _throughput(server.url, throughput_questions[:-5],
                                                concurrency)
         result["server_rss_bytes_after"] = rss_bytes(server.process.pid)
+    result["ask_query_log"] = measure_query_log(directory, questions[:half],
+                                                throughput_questions[-5:])
     result["recall_at_10_vs_exact"] = recall_at_10(vectors, np.stack(queries))
     return result
 
@@ -216,6 +220,54 @@ def measure_filtered(http: httpx.Client, questions: list[str], shares: dict[str,
                      "fewer_than_k": short[name],
                      "p50_over_unfiltered": round(measured["p50_ms"] / base["p50_ms"], 2)}
     return out
+
+
+def measure_query_log(directory: Path, questions: list[str], warm: list[str]
+                      ) -> dict[str, Any]:
+    """Hybrid /ask p50 with the query log on and off (QA_QUERY_LOG), and their ratio.
+
+    Two fresh servers on the same index, one logging and one not, get the same questions by
+    blocks, taking turns and swapping who goes first each block, so both see the same load and
+    the same questions once each (each has its own query cache). The rows the logging server
+    wrote are counted, to show it did log every answer.
+    """
+    log_file = directory / LOG_FILE
+    before = _logged_rows(log_file)
+    with ServerProcess(directory, _free_port(), {"QA_QUERY_LOG": "on"}) as on, \
+            ServerProcess(directory, _free_port(), {"QA_QUERY_LOG": "off"}) as off, \
+            httpx.Client(base_url=on.url, timeout=60) as on_http, \
+            httpx.Client(base_url=off.url, timeout=60) as off_http:
+        cases = [("on", on_http), ("off", off_http)]
+        for _, http in cases:
+            for q in warm:  # first-request costs are not latency
+                http.post("/ask", json={"question": q + " warm", "k": 5}).raise_for_status()
+        latencies: dict[str, list[float]] = {"on": [], "off": []}
+        for number, block in enumerate(range(0, len(questions), BLOCK)):
+            for name, http in cases[::-1] if number % 2 else cases:
+                for q in questions[block : block + BLOCK]:
+                    started = time.perf_counter()
+                    response = http.post("/ask", json={"question": q, "k": 5})
+                    latencies[name].append(time.perf_counter() - started)
+                    response.raise_for_status()
+    on_ms, off_ms = percentiles(latencies["on"]), percentiles(latencies["off"])
+    return {"on": on_ms, "off": off_ms,
+            "p50_on_over_off": round(on_ms["p50_ms"] / off_ms["p50_ms"], 3),
+            "rows_logged": _logged_rows(log_file) - before,
+            "questions_asked": len(questions) + len(warm)}
+
+
+def _logged_rows(path: Path) -> int:
+    reader = QueryLog(path, read_only=True)
+    try:
+        return len(reader.history())
+    finally:
+        reader.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _throughput(url: str, questions: list[str], concurrency: int) -> dict[str, Any]:
