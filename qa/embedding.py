@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qa.errors import InvalidInput
+from qa.telemetry import EMBEDDING_SECONDS
 
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -64,13 +65,14 @@ class Embedder:
         if progress is None:
             progress = sys.stderr.isatty()
         self.calls += len(texts)
-        vectors = self._model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
+        with EMBEDDING_SECONDS.time():
+            vectors = self._model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     @property

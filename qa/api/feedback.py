@@ -16,6 +16,7 @@ from qa.api.problems import RATE_LIMITED_RESPONSE
 from qa.errors import QAError, QueryNotFound
 from qa.querylog import LOG_FILE, MAX_COMMENT_CHARS, LoggedPassage, LoggedQuery, QueryLog
 from qa.settings import Settings
+from qa.telemetry import record_feedback
 from qa.types import Answer, Passage
 
 logger = logging.getLogger("qa")
@@ -93,6 +94,7 @@ def feedback_router(settings: Settings) -> APIRouter:
             raise QueryNotFound("this server keeps no query log (QA_QUERY_LOG=off, or a "
                                 "read-only index), so there is no answer to give feedback on")
         stored = log.feedback(body.query_id, body.rating, body.passage, body.comment)
+        record_feedback(stored.rating)
         return FeedbackOut(**stored.to_dict())
 
     return router
