@@ -174,16 +174,6 @@ def summarize(history: History, *, since: datetime | None = None,
     ratings = [f.rating if f is not None else None for _, f in history]
     n = len(queries)
 
-    per_day: dict[str, dict[str, float]] = {}
-    if queries:
-        days = Counter(_utc_day(q.at) for q in queries)
-        missed = Counter(_utc_day(q.at) for q in queries if not q.found)
-        day, last = min(days), max(max(days), _utc_day(now))
-        while day <= last:  # every day from the first question to today, quiet days as 0
-            per_day[day.isoformat()] = {"questions": days[day], "not_found": missed[day],
-                                        "not_found_share": _share(missed[day], days[day])}
-            day += timedelta(days=1)
-
     found = sum(q.found for q in queries)
     up, down = ratings.count("up"), ratings.count("down")
     latencies = [q.latency_ms for q in queries]
@@ -211,7 +201,7 @@ def summarize(history: History, *, since: datetime | None = None,
         note = ("no questions logged" + (f" since {_stamp(since)}" if since else "")
                 + ": the query log is empty or missing (QA_QUERY_LOG=off, or nothing asked)")
     return Analytics(
-        since=since, questions=n, note=note, per_day=per_day,
+        since=since, questions=n, note=note, per_day=_per_day(queries, now),
         latency_ms={"p50": percentile(latencies, 50), "p95": percentile(latencies, 95)},
         answered={"found": found, "not_found": n - found, "found_share": _share(found, n),
                   "not_found_share": _share(n - found, n)},
@@ -228,6 +218,22 @@ def summarize(history: History, *, since: datetime | None = None,
         confidence_histogram={"edges": [round(float(e), 2) for e in edges],
                               "counts": [int(c) for c in counts]},
     )
+
+
+def _per_day(queries: Sequence[LoggedQuery], now: datetime) -> dict[str, dict[str, float]]:
+    """Every UTC day from the first question to today (quiet days as 0): its questions and
+    the share not found."""
+    per_day: dict[str, dict[str, float]] = {}
+    if not queries:
+        return per_day
+    days = Counter(_utc_day(q.at) for q in queries)
+    missed = Counter(_utc_day(q.at) for q in queries if not q.found)
+    day, last = min(days), max(max(days), _utc_day(now))
+    while day <= last:
+        per_day[day.isoformat()] = {"questions": days[day], "not_found": missed[day],
+                                    "not_found_share": _share(missed[day], days[day])}
+        day += timedelta(days=1)
+    return per_day
 
 
 def _near_duplicates(questions: list[str], counts: list[int], embed: Embed | None,
