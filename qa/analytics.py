@@ -21,12 +21,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qa.querylog import LOG_FILE, Feedback, LoggedQuery, QueryLog
+from qa.errors import InvalidInput
+from qa.querylog import LOG_FILE, Feedback, LoggedQuery, QueryLog, parse_since
 
 __all__ = [
     "DUPLICATE_LIMIT", "DUPLICATE_THRESHOLD", "Analytics", "History", "format_summary",
     "group_near_duplicates", "normalize_question", "percentile", "read_history",
-    "report_markdown", "summarize", "write_report",
+    "report_markdown", "summarize", "window_start", "write_report",
 ]
 
 History = Sequence[tuple[LoggedQuery, Feedback | None]]
@@ -103,6 +104,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def window_start(since: str, now: datetime | None = None) -> datetime:
+    """`--since` / `?since=` as a UTC time (querylog.parse_since), and InvalidInput, not a
+    crash, for one past the calendar's ends ("999999d", "0001-01-01T00:00+01:00")."""
+    try:
+        return parse_since(since, now).astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"since: {since!r} reaches past the year 1") from None
 
 
 def normalize_question(text: str) -> str:

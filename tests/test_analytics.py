@@ -352,6 +352,10 @@ def test_cli_refuses_a_since_it_cannot_read(tmp_path: Path) -> None:
                                       "last week"])
     assert result.exit_code == 2
     assert "error: --since: 'last week' is neither a duration" in result.output
+    too_far = CliRunner().invoke(cli, ["analytics", "--index", str(tmp_path), "--since",
+                                       "999999d"])
+    assert too_far.exit_code == 2
+    assert "error: --since: '999999d' reaches past the year 1" in too_far.output
 
 
 # -- over HTTP ----------------------------------------------------------------------------
@@ -378,9 +382,10 @@ def test_http_analytics_is_for_admin_keys_only(keyed_server: tuple[str, str]) ->
     forbidden = httpx.get(f"{url}/analytics", headers={"Authorization": f"Bearer {search_key}"})
     assert forbidden.status_code == 403
     assert forbidden.headers["content-type"] == "application/problem+json"
-    bad = httpx.get(f"{url}/analytics", params={"since": "soon"},
-                    headers={"Authorization": f"Bearer {ADMIN}"})
-    assert bad.status_code == 422 and "since" in bad.json()["detail"]
+    for since in ("soon", "999999d", "0001-01-01T00:00:00+01:00"):
+        bad = httpx.get(f"{url}/analytics", params={"since": since},
+                        headers={"Authorization": f"Bearer {ADMIN}"})
+        assert bad.status_code == 422 and "since" in bad.json()["detail"]
 
 
 def test_http_analytics_gives_the_json_of_the_cli(keyed_server: tuple[str, str],

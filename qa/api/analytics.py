@@ -9,11 +9,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from qa.analytics import read_history, summarize
+from qa.analytics import read_history, summarize, window_start
 from qa.api.deps import AdminKey
 from qa.api.problems import PROBLEM_RESPONSES
 from qa.embedding import Embedder
-from qa.querylog import QueryLog, parse_since
+from qa.querylog import QueryLog
 
 
 class AskedOut(BaseModel):
@@ -80,7 +80,7 @@ Since = Annotated[str, Query(max_length=64, description="A duration back from no
 def analytics(request: Request, _: AdminKey, since: Since = "30d") -> JSONResponse:
     """Questions per day, latency, the answered share, 👍/👎, the most asked questions, the
     knowledge gaps and the questions asked in other words, over every collection."""
-    start = parse_since(since)
+    start = window_start(since)
     log: QueryLog | None = getattr(request.app.state, "query_log", None)
     settings = request.app.state.settings
     history = log.history(start) if log is not None else read_history(settings.index_dir,
