@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -42,6 +43,7 @@ LOG_FILE = "querylog.sqlite3"
 MAX_COMMENT_CHARS = 1000
 MAX_QUEUED = 10_000  # rows waiting for the writer; past this they are dropped, not buffered
 BATCH = 64  # rows per write transaction: one fsync-free commit (WAL, synchronous=NORMAL)
+LINGER_S = 0.5  # how long the writer gathers rows after the first before it commits them
 # The writer waits this long for another process's write; a log row is not worth longer.
 BUSY_TIMEOUT_S = 2.0
 PURGE_EVERY_S = 3600.0
@@ -78,6 +80,13 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 _QUERY_COLUMNS = ("id, at, collection, question, mode, k, filter, found, confidence, "
                   "latency_ms, client, key_id, passages")
 _SINCE = re.compile(r"(\d{1,6})\s*([dhm])")
+
+
+class _Signal(Enum):
+    """What else the writer's queue carries besides rows."""
+
+    FLUSH = "write what is gathered now"
+    STOP = "write what is queued, then end"
 
 
 @dataclass(frozen=True)
@@ -148,7 +157,7 @@ class QueryLog:
         self._lock = threading.Lock()  # guards the reading connection
         self._pending = 0  # rows recorded and not yet written (or dropped)
         self._settled = threading.Condition()
-        self._queue: queue.Queue[LoggedQuery | None] = queue.Queue(MAX_QUEUED)
+        self._queue: queue.Queue[LoggedQuery | _Signal] = queue.Queue(MAX_QUEUED)
         self._salt = secrets.token_hex(16)  # replaced by the file's own salt once it opens
         self._conn: sqlite3.Connection | None = None
         self._writer: threading.Thread | None = None
@@ -196,6 +205,11 @@ class QueryLog:
     def flush(self, timeout: float = 5.0) -> None:
         """Wait (at most `timeout` s) until every row recorded so far is written or dropped."""
         with self._settled:
+            if self._pending == 0:
+                return
+        with suppress(queue.Full):  # a full queue is being written in whole batches anyway
+            self._queue.put_nowait(_Signal.FLUSH)
+        with self._settled:
             self._settled.wait_for(lambda: self._pending == 0, timeout)
 
     # -- the writer thread -----------------------------------------------------------------
@@ -229,21 +243,26 @@ class QueryLog:
             conn.close()
 
     def _take(self, wait: float) -> tuple[list[LoggedQuery], bool]:
-        """Up to BATCH queued rows, waiting `wait` s for the first; and whether to stop."""
+        """Up to BATCH rows, and whether to stop. Waits `wait` s for the first row (none by
+        then: time to purge), then gathers more for LINGER_S, so that one commit serves many
+        answers and none runs beside each answer; a flush or close cuts the wait short."""
         batch: list[LoggedQuery] = []
-        try:
-            item = self._queue.get(timeout=wait)
-        except queue.Empty:
-            return batch, False  # nothing came: time to purge
-        while item is not None:
-            batch.append(item)
-            if len(batch) == BATCH:
-                return batch, False
+        deadline: float | None = None
+        while len(batch) < BATCH:
+            left = wait if deadline is None else deadline - time.monotonic()
             try:
-                item = self._queue.get_nowait()
+                item = self._queue.get(timeout=max(0.0, left))
             except queue.Empty:
-                return batch, False
-        return batch, True
+                break
+            if item is _Signal.STOP:
+                return batch, True
+            if item is _Signal.FLUSH:
+                if batch:
+                    break
+                continue  # what it waits for is already being written
+            batch.append(item)
+            deadline = deadline or time.monotonic() + LINGER_S
+        return batch, False
 
     def _settle(self, rows: int) -> None:
         with self._settled:
@@ -345,7 +364,7 @@ class QueryLog:
         if self._writer is not None:
             self.flush()
             with suppress(queue.Full):
-                self._queue.put(None, timeout=1.0)
+                self._queue.put(_Signal.STOP, timeout=1.0)
             self._writer.join(timeout=BUSY_TIMEOUT_S + 1.0)
         with self._lock:
             if self._conn is not None:
