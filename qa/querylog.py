@@ -44,6 +44,7 @@ MAX_COMMENT_CHARS = 1000
 MAX_QUEUED = 10_000  # rows waiting for the writer; past this they are dropped, not buffered
 BATCH = 64  # rows per write transaction: one fsync-free commit (WAL, synchronous=NORMAL)
 LINGER_S = 0.5  # how long the writer gathers rows after the first before it commits them
+OTHER_WRITERS_S = LINGER_S + 0.5  # how long feedback waits for a row another worker queued
 # The writer waits this long for another process's write; a log row is not worth longer.
 BUSY_TIMEOUT_S = 2.0
 PURGE_EVERY_S = 3600.0
@@ -299,19 +300,15 @@ class QueryLog:
         comment = _clean_comment(comment)
         if self.read_only:
             raise ReadOnlyIndex("the query log is read-only here: feedback cannot be stored")
-        self.flush()  # the question may still be queued behind the writer
+        self.flush()  # the question may still be queued behind this process's writer
+        returned = self._returned(query_id)
+        if passage is not None and not 1 <= passage <= returned:
+            raise InvalidInput(f"passage: {passage} is not the rank of a passage this answer "
+                               f"returned (1..{returned})")
         at = datetime.now(UTC)
         with self._lock, _stored(self.path):
             conn = self._reader()
-            row = None if conn is None else conn.execute(
-                "SELECT passages FROM queries WHERE id = ?", (query_id,)).fetchone()
-            if conn is None or row is None:
-                raise QueryNotFound(f"no logged question with query_id {query_id!r} (unknown, "
-                                    f"or older than {self.retention_days} days and purged)")
-            returned = len(json.loads(row[0]))
-            if passage is not None and not 1 <= passage <= returned:
-                raise InvalidInput(f"passage: {passage} is not the rank of a passage this "
-                                   f"answer returned (1..{returned})")
+            assert conn is not None  # `_returned` found the row through it
             with conn:
                 conn.execute(
                     "INSERT INTO feedback (query_id, at, rating, passage, comment) "
@@ -319,6 +316,22 @@ class QueryLog:
                     "rating = excluded.rating, passage = excluded.passage, "
                     "comment = excluded.comment", (query_id, _stamp(at), rating, passage, comment))
         return Feedback(query_id, at, cast(Rating, rating), passage, comment)
+
+    def _returned(self, query_id: str) -> int:
+        """How many passages the logged question returned; QueryNotFound once another worker
+        process, which may still hold the row in its own queue, has had time to write it."""
+        deadline = time.monotonic() + OTHER_WRITERS_S
+        while True:
+            with self._lock, _stored(self.path):
+                conn = self._reader()
+                row = None if conn is None else conn.execute(
+                    "SELECT passages FROM queries WHERE id = ?", (query_id,)).fetchone()
+            if row is not None:
+                return len(json.loads(row[0]))
+            if time.monotonic() >= deadline:
+                raise QueryNotFound(f"no logged question with query_id {query_id!r} (unknown, "
+                                    f"or older than {self.retention_days} days and purged)")
+            time.sleep(0.05)
 
     def history(self, since: datetime | None = None
                 ) -> list[tuple[LoggedQuery, Feedback | None]]:
@@ -497,14 +510,16 @@ def _clean_comment(comment: str | None) -> str | None:
 
 def parse_since(value: str, now: datetime | None = None) -> datetime:
     """`7d`, `24h`, `90m` before `now`, or an ISO 8601 date or time (UTC when it names no
-    zone)."""
+    zone), as an aware UTC time; InvalidInput for anything else, or a time before the year 1."""
     found = _SINCE.fullmatch(value.strip())
     now = now or datetime.now(UTC)
-    if found:
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[found[2]]
-        return now - timedelta(**{unit: int(found[1])})
     try:
-        return _parse_stamp(value.strip())
+        if found:
+            unit = {"d": "days", "h": "hours", "m": "minutes"}[found[2]]
+            return (now - timedelta(**{unit: int(found[1])})).astimezone(UTC)
+        return _parse_stamp(value.strip()).astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(f"since: {value!r} reaches past the year 1") from None
     except ValueError:
         raise InvalidInput(f"since: {value!r} is neither a duration (7d, 24h, 90m) nor an ISO "
                            "date such as 2025-05-01") from None

@@ -4,7 +4,11 @@ question marked in use becomes a case `qa eval` scores."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import LiveServer
+from conftest import ROOT, LiveServer, free_port
 
 from qa.cli import cli
 from qa.collection import Collection
@@ -69,7 +73,7 @@ def test_each_answer_is_logged_under_the_query_id_it_returns(http: httpx.Client,
     named = ask(http, "Where did Zelenskyy land?", path="/collections/default/ask",
                 filter={"date": {"$gte": "2025-01-01"}})
     assert plain["query_id"] != named["query_id"]
-    logged = {q.id: q for q, _ in history_after_flush(http, settings)}
+    logged = {q.id: q for q, _ in history_after_flush(settings, 2)}
     first = logged[plain["query_id"]]
     assert (first.question, first.mode, first.k, first.collection, first.filter) == (
         "Who heads the Russian delegation?", "dense", 3, "default", None)
@@ -82,17 +86,19 @@ def test_each_answer_is_logged_under_the_query_id_it_returns(http: httpx.Client,
     assert first.client == logged[named["query_id"]].client  # one client, one hash
 
 
-def history_after_flush(http: httpx.Client, settings: Settings) -> list[tuple[Any, Any]]:
-    # Feedback flushes the server's queue first; an unknown id is a cheap way to ask for it.
-    feedback(http, query_id="0" * 32, rating="up")
-    return history(settings)
+def history_after_flush(settings: Settings, rows: int) -> list[tuple[Any, Any]]:
+    """The log once the server's writer has written `rows` rows (it gathers them a moment)."""
+    deadline = time.monotonic() + 10
+    while len(found := history(settings)) < rows and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
 
 
 def test_the_client_address_is_nowhere_in_the_log_files(http: httpx.Client,
                                                         settings: Settings) -> None:
     for _ in range(3):
         ask(http)
-    history_after_flush(http, settings)
+    assert len(history_after_flush(settings, 3)) == 3
     files = [p for p in settings.index_dir.iterdir() if p.name.startswith(LOG_FILE)]
     assert {p.name for p in files} >= {LOG_FILE, f"{LOG_FILE}-wal"}
     for path in files:
@@ -166,7 +172,7 @@ def test_a_locked_log_drops_the_row_and_the_answer_still_comes(
         built_index: Collection, settings: Settings, embedder: Embedder) -> None:
     with serving(built_index, settings, embedder) as http:
         ask(http)
-        history_after_flush(http, settings)  # written before the lock is taken
+        history_after_flush(settings, 1)  # written before the lock is taken
         holder = sqlite3.connect(settings.index_dir / LOG_FILE, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")  # e.g. another process stuck mid-write
         try:
@@ -240,6 +246,52 @@ def test_a_passage_marked_in_use_becomes_a_case_qa_eval_scores(
     assert (failure["question"], failure["comment"]) == ("What is the capital of Australia?",
                                                           "off topic")
     assert len(failure["passages"]) == len(down["passages"])
+
+
+def test_qa_ask_logs_nothing_and_has_no_query_id(built_index: Collection,
+                                                 settings: Settings) -> None:
+    built_index.close()
+    done = CliRunner().invoke(cli, ["ask", "Who heads the Russian delegation?", "--json",
+                                    "--index", str(settings.index_dir)])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["query_id"] is None
+    assert not list(settings.index_dir.glob(f"{LOG_FILE}*"))
+
+
+@pytest.mark.slow
+def test_feedback_reaches_a_question_another_worker_logged(built_index: Collection,
+                                                           settings: Settings,
+                                                           tmp_path: Path) -> None:
+    """`qa serve --workers 2`: each worker its own log writer on one file; a vote sent at once,
+    on a new connection (so often to the other worker), still finds its question."""
+    built_index.close()
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "qa"), "serve", "--workers", "2", "--port",
+             str(port), "--index", str(settings.index_dir)], cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "QA_ASK_RATE_LIMIT": "", "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while log_path.read_text().count("Application startup complete") < 2:
+            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        votes = []
+        for number in range(12):
+            with httpx.Client(base_url=url, timeout=30) as http:
+                query_id = ask(http, f"Who heads the Russian delegation? ({number})")["query_id"]
+            with httpx.Client(base_url=url, timeout=30) as http:
+                votes.append(feedback(http, query_id=query_id, rating="up").status_code)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert votes == [200] * 12
+    logged = history(settings)
+    assert len(logged) == 12 and all(f is not None for _, f in logged)
+    assert len({q.client for q, _ in logged}) == 1  # both workers read one salt
 
 
 def test_export_refuses_a_since_it_cannot_read(tmp_path: Path) -> None:

@@ -226,5 +226,9 @@ def test_since_takes_durations_and_iso_dates() -> None:
     assert parse_since("7d", NOW) == NOW - timedelta(days=7)
     assert parse_since("24h", NOW) == NOW - timedelta(hours=24)
     assert parse_since("2025-05-01", NOW) == datetime(2025, 5, 1, tzinfo=UTC)
+    assert parse_since("2025-05-01T02:00+02:00", NOW) == datetime(2025, 5, 1, tzinfo=UTC)
     with pytest.raises(InvalidInput, match="since: 'last week'"):
         parse_since("last week", NOW)
+    for past_the_calendar in ("999999d", "0001-01-01T00:00+01:00"):
+        with pytest.raises(InvalidInput, match="past the year 1"):
+            parse_since(past_the_calendar, NOW)
