@@ -168,6 +168,13 @@ def test_with_the_log_off_nothing_is_written_and_feedback_says_why(
     assert not list(settings.index_dir.glob(f"{LOG_FILE}*"))
 
 
+def test_a_read_only_index_keeps_no_log(built_index: Collection, settings: Settings,
+                                        embedder: Embedder) -> None:
+    with serving(built_index, settings, embedder, read_only=True) as http:
+        assert ask(http)["query_id"] is None
+    assert not list(settings.index_dir.glob(f"{LOG_FILE}*"))
+
+
 def test_a_locked_log_drops_the_row_and_the_answer_still_comes(
         built_index: Collection, settings: Settings, embedder: Embedder) -> None:
     with serving(built_index, settings, embedder) as http:
