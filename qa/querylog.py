@@ -221,20 +221,21 @@ class QueryLog:
         stop = False
         while not stop:
             batch, stop = self._take(max(0.0, next_purge - time.monotonic()))
+            rows = self._rows(batch)
             try:
                 conn = conn or self._connect()
                 if conn is None:
                     raise sqlite3.OperationalError("no log file")
-                if batch:
+                if rows:
                     with conn:
                         conn.executemany(
                             f"INSERT OR IGNORE INTO queries ({_QUERY_COLUMNS}) "
-                            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", [_row(q) for q in batch])
+                            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                 if time.monotonic() >= next_purge:
                     next_purge = time.monotonic() + PURGE_EVERY_S
                     self._purge(conn, datetime.now(UTC))
-            except (sqlite3.Error, OSError, ValueError) as exc:
-                self._drop(len(batch), str(exc))
+            except Exception as exc:  # whatever it is, the thread must live on to write more
+                self._drop(len(rows), f"{type(exc).__name__}: {exc}")
                 if conn is not None:  # opened afresh next time: the file may have changed
                     conn.close()
                     conn = None
@@ -242,6 +243,17 @@ class QueryLog:
                 self._settle(len(batch))
         if conn is not None:
             conn.close()
+
+    def _rows(self, batch: list[LoggedQuery]) -> list[tuple[Any, ...]]:
+        """The batch as table rows; one that cannot be stored (say, a filter that is no JSON)
+        is dropped alone, not with the batch."""
+        rows = []
+        for query in batch:
+            try:
+                rows.append(_row(query))
+            except (TypeError, ValueError) as exc:
+                self._drop(1, f"{type(exc).__name__}: {exc}")
+        return rows
 
     def _take(self, wait: float) -> tuple[list[LoggedQuery], bool]:
         """Up to BATCH rows, and whether to stop. Waits `wait` s for the first row (none by

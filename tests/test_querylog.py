@@ -151,6 +151,19 @@ def test_a_locked_log_drops_and_counts_rows_without_making_record_wait(log: Quer
     assert log.dropped == 5
 
 
+def test_a_row_that_cannot_be_stored_is_dropped_alone_and_the_writer_goes_on(
+        log: QueryLog) -> None:
+    odd = LoggedQuery(**{**logged(log).__dict__, "filter": {"when": datetime.now(UTC)}})
+    good = logged(log)
+    log.record(odd)  # its filter is no JSON
+    log.record(good)  # in the same batch
+    log.flush()
+    assert log.dropped == 1
+    log.record(later := logged(log))
+    log.flush()
+    assert [q.id for q, _ in log.history()] == [good.id, later.id]
+
+
 def test_two_logs_on_one_file_share_its_salt_and_lose_no_rows(tmp_path: Path) -> None:
     """As two worker processes do: each its own QueryLog on the same file."""
     path = tmp_path / LOG_FILE
