@@ -370,6 +370,56 @@ def eval_(dataset: Path, index_dir: Path | None, collection_name: str | None, ur
 
 
 @cli.group()
+def feedback() -> None:
+    """Turn readers' feedback on answers (the widget's 👍/👎 and "This answered it", POST
+    /feedback) into data: the approved answers as an evaluation set, the 👎 as failures.
+
+    \b
+    Example:
+        qa feedback export --since 7d --output judged.jsonl
+        qa eval judged.jsonl --index index/
+        qa feedback export --rating down --output failures.jsonl
+    """
+
+
+@feedback.command("export")
+@click.option("--since", default=None, metavar="WHEN",
+              help="Only questions asked since: a duration (7d, 24h, 90m) or an ISO date.")
+@click.option("--rating", type=click.Choice(["up", "down"]), default="up", show_default=True,
+              help="up: the approved answers, as {question, relevant spans} for `qa eval`; "
+              "down: the failures, with the passages they got.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="The JSONL file to write, one judged question a line.")
+@index_option
+def feedback_export(since: str | None, rating: str, output: Path, index_dir: Path | None
+                    ) -> None:
+    """Write the questions readers judged as JSONL (a summary line on stderr)."""
+    from qa.errors import InvalidInput
+    from qa.querylog import LOG_FILE, QueryLog, judged_questions, parse_since
+
+    try:
+        start = None if since is None else parse_since(since)
+    except InvalidInput as exc:
+        fail(f"--{exc.detail}", 2)
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    path = settings.index_dir / LOG_FILE
+    log = QueryLog(path, read_only=True)
+    try:
+        history = log.history(start)
+    finally:
+        log.close()
+    lines = judged_questions(history, "up" if rating == "up" else "down")
+    with output.open("w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+    judged = sum(1 for _, f in history if f is not None)
+    where = "" if path.exists() else f" (no query log at {path} yet)"
+    click.echo(f"{len(lines)} questions rated {rating} written to {output}; {judged} of "
+               f"{len(history)} logged questions have feedback{where}", err=True)
+
+
+@cli.group()
 def collections() -> None:
     """List, make and delete the collections of an index (each searched, rebuilt and keyed
     alone; `default` is the index folder itself).
@@ -543,6 +593,45 @@ def keys_revoke(key_id: str, index_dir: Path | None) -> None:
     finally:
         store.close()
     click.echo(f"revoked key {key_id}", err=True)
+
+
+@cli.command()
+@click.option("--since", default="30d", show_default=True, metavar="WHEN",
+              help="Questions asked since: a duration (7d, 24h, 90m) or an ISO date.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None, help="Write report.md and its PNG plots to this folder.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object (the body of GET /analytics).")
+@index_option
+def analytics(since: str, report_dir: Path | None, as_json: bool, index_dir: Path | None
+              ) -> None:
+    """What the query log shows: questions per day, latency, the share answered, 👍/👎, the
+    most asked questions, the knowledge gaps, and questions asked in other words.
+
+    \b
+    Example:
+        qa analytics --since 7d
+        qa analytics --report analytics/ --json
+    """
+    from qa.analytics import format_summary, read_history, summarize, window_start, write_report
+    from qa.errors import InvalidInput
+
+    try:
+        start = window_start(since)
+    except InvalidInput as exc:
+        fail(f"--{exc.detail}", 2)
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    # The model loads only when there are questions to group.
+    result = summarize(read_history(settings.index_dir, start), since=start,
+                       embed=lambda texts: load_embedder(settings).embed(texts, progress=False))
+    if report_dir is not None:
+        for path in write_report(report_dir, result):
+            click.echo(f"wrote {path}", err=True)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        click.echo(format_summary(result), nl=False)
 
 
 def main() -> None:

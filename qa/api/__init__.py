@@ -13,13 +13,17 @@ from pydantic import SecretStr
 
 from qa import __version__
 from qa.api.admin import router as admin_router
+from qa.api.analytics import router as analytics_router
 from qa.api.documents import documents_router
+from qa.api.feedback import feedback_router, open_query_log
 from qa.api.guards import (
     BodyLimitMiddleware,
     HeadMiddleware,
     NoSniffMiddleware,
     ProblemCORSMiddleware,
 )
+from qa.api.metrics import RequestCounter, shared_metrics
+from qa.api.metrics import router as metrics_router
 from qa.api.pages import router as pages_router
 from qa.api.pages import source_router
 from qa.api.problems import declare_problem_responses, install_error_handlers
@@ -45,12 +49,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     catalog = Catalog(settings, model)
     app.state.catalog = catalog
     app.state.keys = open_keys(settings)
+    app.state.query_log = None
     try:
         # `default` opens now, as before collections: a missing or mismatched index stops the
         # server at start, not at its first question. Others open on first use.
         catalog.get(DEFAULT_COLLECTION)
+        app.state.query_log = open_query_log(settings)
         yield
     finally:
+        if app.state.query_log is not None:
+            app.state.query_log.close()
         catalog.close()
         if app.state.keys is not None:
             app.state.keys.close()
@@ -86,6 +94,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Content-Type", "Authorization"],
         )
+    app.add_middleware(RequestCounter)  # inside HeadMiddleware, which copies the scope
     app.add_middleware(HeadMiddleware)
     app.add_middleware(NoSniffMiddleware)  # last added, outermost: on every response
     # Every collection route twice: as before collections (meaning `default`), and by name.
@@ -98,6 +107,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(documents_router(settings))
     app.include_router(documents_router(settings, named=True), prefix=named)
     app.include_router(admin_router)
+    app.include_router(metrics_router)
+    app.include_router(analytics_router)
+    app.include_router(feedback_router(settings))
     return app
 
 
@@ -130,8 +142,9 @@ def run_server(settings: Settings, *, workers: int = 1) -> None:
         uvicorn.run(create_app(settings), **server_options(settings))
         return
     hand_over_settings(settings)
-    uvicorn.run("qa.api:app_from_env", factory=True, workers=workers,
-                **server_options(settings))
+    with shared_metrics():  # one set of counts for every worker, gone when they are
+        uvicorn.run("qa.api:app_from_env", factory=True, workers=workers,
+                    **server_options(settings))
 
 
 def hand_over_settings(settings: Settings) -> None:

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from qa.api.deps import Scope, scope_dependency
+from qa.api.feedback import log_answer
 from qa.api.guards import AskRateLimit
 from qa.api.problems import RATE_LIMITED_RESPONSE
 from qa.api.schemas import (
@@ -24,6 +25,7 @@ from qa.api.schemas import (
 from qa.filters import all_of, parse_filter
 from qa.retrieval import answer_of, retrieve
 from qa.settings import Settings
+from qa.telemetry import record_question
 from qa.types import DEFAULT_COLLECTION
 
 
@@ -50,8 +52,12 @@ def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
         # `retrieve` refuses a blank question (422), so the rule lives in one place.
         passages = retrieve(scope.collection, question, body.k,  # type: ignore[attr-defined]
                             body.mode, filter=where)  # type: ignore[attr-defined]
-        return ask_response(question, passages, answer_of(passages, settings.min_confidence),
-                            (time.perf_counter() - started) * 1000)
+        answer = answer_of(passages, settings.min_confidence)
+        took_ms = (time.perf_counter() - started) * 1000
+        record_question(scope.name, answer.found, took_ms / 1000)
+        response = ask_response(question, passages, answer, took_ms)
+        response.query_id = log_answer(request, scope, body, question, passages, answer, took_ms)
+        return response
 
     @router.get("/documents", response_model=DocumentPage, tags=["documents"])
     def list_documents(
