@@ -170,6 +170,10 @@ def acceptance(out: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
                 ratio = case["p50_over_unfiltered"]
                 checks[f"ask_filtered_{name}_p50_le_1.3x_unfiltered_at_{large['chunks']}"] = {
                     "value": ratio, "pass": ratio <= 1.3}
+        if "ask_query_log" in large:
+            ratio = large["ask_query_log"]["p50_on_over_off"]
+            checks[f"ask_query_log_on_p50_le_1.05x_off_at_{large['chunks']}"] = {
+                "value": ratio, "pass": ratio <= 1.05}
     if "ingestion" in out:
         ratio = out["ingestion"]["ratio_to_encode"]
         checks["ingestion_ge_0.85x_encode"] = {"value": ratio, "pass": ratio >= 0.85}
@@ -206,6 +210,11 @@ def table(out: dict[str, Any]) -> str:
                              f"chunks) @ {a['chunks']} p50 ms",
                              f"{case['p50_ms']} vs {filtered['unfiltered']['p50_ms']} "
                              f"unfiltered = {case['p50_over_unfiltered']}x"))
+        if "ask_query_log" in a:
+            logged = a["ask_query_log"]
+            rows.append((f"/ask hybrid query log on / off @ {a['chunks']} p50 ms",
+                         f"{logged['on']['p50_ms']} / {logged['off']['p50_ms']}"
+                         f" = {logged['p50_on_over_off']}x"))
         rows.append((f"floor @ {size} (embed + {a['layout']} search) p50 ms",
                      str(a["floor"]["p50_ms"])))
         rows.append((f"req/s @ {size} (hybrid, {a['requests_per_s']['concurrency']} clients)",
