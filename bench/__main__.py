@@ -43,7 +43,7 @@ PLANS: dict[str, dict[str, Any]] = {
     "quick": {"real": 2_000, "sizes": [2_000, 20_000], "ask_questions": 60,
               "throughput_questions": 40, "concurrency": 4, "ingest_chunks": 150,
               "ingest_rounds": 1, "int8_texts": 64, "peer_chunks": 150, "peer_questions": 30,
-              "ann_vectors": 200_000, "ann_queries": 100, "filtered_questions": 180},
+              "ann_vectors": 200_000, "ann_queries": 100, "filtered_questions": 300},
     # Checks that the bench itself runs end to end; its numbers mean little.
     "smoke": {"real": 300, "sizes": [300, 3_000], "ask_questions": 20,
               "throughput_questions": 12, "concurrency": 2, "ingest_chunks": 40,

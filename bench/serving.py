@@ -190,10 +190,11 @@ def measure_filtered(http: httpx.Client, questions: list[str], shares: dict[str,
                      ) -> dict[str, Any]:
     """Hybrid /ask p50 with each of FILTERS and without, and each one's ratio to unfiltered.
 
-    The questions are split in as many sets as cases, and by blocks the sets rotate over the
-    cases, so that every case asks a share of every set: no case gets the easy questions, and
-    the server never sees a question twice (its query cache would flatter whoever came
-    second).
+    The questions are split in as many sets as cases, and the cases take turns question by
+    question (so a burst of load on a shared machine falls on all of them alike), the sets
+    rotating over the cases so that each asks a share of every set: no case gets the easy
+    questions, and the server never sees a question twice (its query cache would flatter
+    whoever came second).
     """
     cases: list[tuple[str, dict[str, Any] | None]] = [("unfiltered", None),
                                                       *FILTERS.items()]
@@ -201,17 +202,16 @@ def measure_filtered(http: httpx.Client, questions: list[str], shares: dict[str,
     sets = [questions[i * size : (i + 1) * size] for i in range(len(cases))]
     latencies: dict[str, list[float]] = {name: [] for name, _ in cases}
     short: dict[str, int] = {name: 0 for name, _ in cases}
-    for number, block in enumerate(range(0, size, BLOCK)):
+    for j in range(size):
         for i, (name, raw) in enumerate(cases):
-            for q in sets[(i + number) % len(cases)][block : block + BLOCK]:
-                body: dict[str, Any] = {"question": q, "k": 5}
-                if raw is not None:
-                    body["filter"] = raw
-                started = time.perf_counter()
-                response = http.post("/ask", json=body)
-                latencies[name].append(time.perf_counter() - started)
-                response.raise_for_status()
-                short[name] += len(response.json()["passages"]) < 5
+            body: dict[str, Any] = {"question": sets[(i + j) % len(cases)][j], "k": 5}
+            if raw is not None:
+                body["filter"] = raw
+            started = time.perf_counter()
+            response = http.post("/ask", json=body)
+            latencies[name].append(time.perf_counter() - started)
+            response.raise_for_status()
+            short[name] += len(response.json()["passages"]) < 5
     base = percentiles(latencies["unfiltered"])
     out: dict[str, Any] = {"unfiltered": {**base, "fewer_than_k": short["unfiltered"]}}
     for name, raw in FILTERS.items():
