@@ -200,6 +200,31 @@ def test_a_bad_filter_is_invalid_input_naming_where_and_what(raw: Any, named: st
     assert named in error.value.detail
 
 
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+    | st.sampled_from(["$eq", "$in", "$and", "$or", "$not", "$prefix", "page", "date"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["page", "date", "title", "metadata.tag", "metadata.a.b", "$and",
+                         "$or", "$not", "$eq", "$ne", "$in", "$nin", "$gt", "$prefix",
+                         "$exists", "x", "metadata", ""]) | st.text(max_size=6),
+        inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=json_values)
+def test_any_json_is_either_refused_as_invalid_input_or_runs(
+    semantics: Collection, raw: object
+) -> None:
+    try:
+        where = parse_filter(raw)
+    except InvalidInput as error:
+        assert error.detail.startswith("filter")
+        return
+    semantics.allowed_ids(where)  # the SQL it compiled to runs
+    assert parse_filter(json.loads(where.key)) == where
+
+
 def test_errors_say_where_the_filter_came_from() -> None:
     with pytest.raises(InvalidInput, match=r"^key filter\.page: expected an integer"):
         parse_filter({"page": "1"}, where="key filter")
