@@ -331,9 +331,10 @@ class Store:
         ranked: k allowed matches come back whenever k exist.
 
         The restriction is in the query, before ranking and LIMIT, as a lookup of each match's
-        rowid in the allowed ids. Joining chunks and documents to test the filter itself costs
-        ~5 µs per match (its metadata JSON parsed for each), the lookup ~0.3 µs: at 100k chunks
-        a hybrid question's keyword query took 23 ms joined, 8 ms looked up, 10 ms unfiltered.
+        rowid in the allowed ids. Joining chunks and documents to test the filter itself
+        parses a document's metadata JSON for every match: at 100k chunks (SciFact questions,
+        median) the keyword query took 9.8 ms joined and 1.9 ms looked up with 1% of chunks
+        allowed, 10.2 and 4.5 ms with 50%, against 5.5 ms unfiltered.
         """
         if allowed is not None and len(allowed) == 0:
             return []
