@@ -26,7 +26,13 @@ from pathlib import Path
 
 from qa.collection import MANIFEST, Collection
 from qa.embedding import Embedder
-from qa.errors import CollectionExists, CollectionNotFound, InvalidInput, ReadOnlyIndex
+from qa.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    IndexNotFound,
+    InvalidInput,
+    ReadOnlyIndex,
+)
 from qa.settings import Settings
 from qa.types import COLLECTION_NAME, DEFAULT_COLLECTION
 
@@ -128,8 +134,8 @@ class Catalog:
         """The collection `name`, or CollectionNotFound naming the ones there are."""
         if name == DEFAULT_COLLECTION:
             if not (self.root / MANIFEST).exists():
-                raise CollectionNotFound(f"collection 'default' has no index yet at {self.root}: "
-                                         "build it with `qa index PATH`")
+                raise IndexNotFound(f"no index at {self.root}: build one with `qa index PATH` "
+                                    "(or set QA_INDEX_DIR)")
             return CollectionInfo(name, self.settings.default_public)
         found = self._row(name) if COLLECTION_NAME.fullmatch(name) else None
         if found is None:

@@ -30,7 +30,8 @@ def test_index_then_ask_json_prints_the_http_body(seed_docs: Path, tmp_path: Pat
                cwd=tmp_path)
     assert asked.returncode == 0, asked.stderr
     body = json.loads(asked.stdout)
-    assert set(body) == {"question", "answer", "passages", "took_ms"}
+    assert set(body) == {"question", "answer", "passages", "took_ms", "query_id"}
+    assert body["query_id"] is None  # the command line keeps no query log
     assert set(body["answer"]) == {"found", "confidence", "threshold"}
     first = body["passages"][0]
     assert "Medinsky" in first["text"]
