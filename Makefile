@@ -55,4 +55,4 @@ lint: install
 	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) $(INDEX)/*.sqlite3* $(INDEX)/*.faiss $(INDEX)/manifest.json $(INDEX)/.seeds-indexed
+	rm -rf $(VENV) $(INDEX)/*.sqlite3* $(INDEX)/collections $(INDEX)/*.faiss $(INDEX)/manifest.json $(INDEX)/.seeds-indexed
