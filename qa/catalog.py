@@ -171,11 +171,12 @@ class Catalog:
         return Collection.open(self.settings_for(name), self.embedder, create=create,
                                rebuild=rebuild, reconcile=reconcile)
 
-    def get(self, name: str) -> Collection:
+    def get(self, name: str, info: CollectionInfo | None = None) -> Collection:
         """The shared open collection `name` (a server's way), reopened if it was deleted and
-        made again since, and closed here once it is gone from the catalog."""
+        made again since, and closed here once it is gone from the catalog. `info`: what the
+        caller just read of it, so it is not read twice."""
         try:
-            info = self.info(name)
+            info = info or self.info(name)
         except CollectionNotFound:
             self._forget(name)
             raise

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -108,3 +111,32 @@ def served_index(built_index: Collection, settings: Settings, embedder: Embedder
 def http(served_index: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=served_index, timeout=30) as client:
         yield client
+
+
+@contextmanager
+def qa_serve_workers(index: Path, log_path: Path, workers: int = 2, **env: str
+                     ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`qa serve --workers N` as a user runs it (the installed CLI, a subprocess) on a free
+    local port: (base URL, process) once every worker has started; stopped on exit."""
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # run_server makes its own
+    port = free_port()
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(Path(sys.executable).parent / "qa"), "serve", "--workers", str(workers),
+             "--port", str(port), "--index", str(index)],
+            cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while log_path.read_text().count("Application startup complete") < workers:
+                assert server.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "workers did not start:\n" + \
+                    log_path.read_text()
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}", server
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, LiveServer, free_port
+from conftest import ROOT, LiveServer, qa_serve_workers
 from pydantic import SecretStr
 
 from qa.catalog import CATALOG_FILE, Catalog
@@ -337,18 +334,9 @@ def test_a_revoked_key_is_refused_by_every_worker_within_two_seconds(
     made = runner.invoke(cli, ["keys", "create", "--role", "search", "--collection", "notes",
                                "--index", str(root)])
     secret = made.stdout.strip()
-    port = free_port()
-    env = {**os.environ, "QA_ASK_RATE_LIMIT": "", "HF_HUB_OFFLINE": "1"}
-    log_path = tmp_path / "serve.log"
-    log = log_path.open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "qa"), "serve", "--workers", "2", "--port",
-         str(port), "--index", str(root)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     question = {"question": "which volcano erupted in 1815?"}
 
-    def statuses() -> list[int]:
+    def statuses(url: str) -> list[int]:
         out = []
         for _ in range(20):  # a new connection each time: spread over both workers
             with httpx.Client(base_url=url, timeout=30) as fresh:
@@ -356,30 +344,19 @@ def test_a_revoked_key_is_refused_by_every_worker_within_two_seconds(
                                       headers=bearer(secret)).status_code)
         return out
 
-    try:
-        deadline = time.monotonic() + 120
-        while log_path.read_text().count("Application startup complete") < 2:
-            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        assert set(statuses()) == {200}
+    with qa_serve_workers(root, tmp_path / "serve.log", QA_ASK_RATE_LIMIT="") as (url, _):
+        assert set(statuses(url)) == {200}
         key_id = secret.split("_")[1]
         revoked = runner.invoke(cli, ["keys", "revoke", key_id, "--index", str(root)])
         assert revoked.exit_code == 0, revoked.output
         revoked_at = time.monotonic()
         while True:  # the first round of 20 that all get 401, and when it began
             began = time.monotonic()
-            if set(statuses()) == {401}:
+            if set(statuses(url)) == {401}:
                 break
             assert began - revoked_at < 2.0, "a worker still accepts the revoked key"
         print(f"\nrevocation seen by every worker {began - revoked_at:.2f} s after it")
         assert began - revoked_at < 2.0
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 # -- isolation -------------------------------------------------------------------------------

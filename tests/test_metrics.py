@@ -4,17 +4,14 @@ machine or an admin key."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, LiveServer, free_port
+from conftest import LiveServer, qa_serve_workers
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -236,22 +233,8 @@ def _parent_of(proc: Path) -> int | None:
 @pytest.mark.slow
 def test_two_workers_count_every_request_once_in_one_registry(
         root: Path, tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "QA_ASK_RATE_LIMIT": "", "HF_HUB_OFFLINE": "1"}
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log_path = tmp_path / "serve.log"
-    log = log_path.open("w")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "qa"), "serve", "--workers", "2", "--port",
-         str(port), "--index", str(root)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     sent = 40
-    try:
-        deadline = time.monotonic() + 120
-        while log_path.read_text().count("Application startup complete") < 2:
-            assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    with qa_serve_workers(root, tmp_path / "serve.log", QA_ASK_RATE_LIMIT="") as (url, server):
         for n in range(sent):  # a new connection each time: spread over both workers
             with httpx.Client(base_url=url, timeout=30) as fresh:
                 question = ANSWERED if n % 2 else NOT_FOUND
@@ -273,13 +256,6 @@ def test_two_workers_count_every_request_once_in_one_registry(
                      outcome="not_found") == sent / 2
         assert value(samples, "qa_ask_duration_seconds_count", collection="default") == sent
         assert value(samples, "qa_documents", collection="notes") == 2
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
     assert len(folders) == 1
     assert not next(iter(folders)).exists(), "the metrics folder outlived the server"
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, SEEDS, LiveServer, free_port
+from conftest import SEEDS, LiveServer, qa_serve_workers
 
 from qa.collection import Collection
 from qa.embedding import Embedder
@@ -387,16 +384,8 @@ def test_a_change_through_one_worker_is_visible_through_all(
     built_index: Collection, tmp_path: Path
 ) -> None:
     built_index.close()
-    port = free_port()
-    env = {**os.environ, "QA_API_KEYS": KEY, "QA_ASK_RATE_LIMIT": "", "HF_HUB_OFFLINE": "1"}
-    qa = Path(sys.executable).parent / "qa"  # the installed CLI, as a user runs it
-    log = (tmp_path / "serve.log").open("w")
-    server = subprocess.Popen([str(qa), "serve", "--workers", "2", "--port", str(port),
-                               "--index", str(built_index.directory)],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for_workers(url, server, tmp_path / "serve.log")
+    with qa_serve_workers(built_index.directory, tmp_path / "serve.log",
+                          QA_API_KEYS=KEY, QA_ASK_RATE_LIMIT="") as (url, _):
         headers = {"Authorization": f"Bearer {KEY}"}
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
             assert client.put("/documents/fact", json={"text": VOLCANO}).status_code == 201
@@ -410,23 +399,6 @@ def test_a_change_through_one_worker_is_visible_through_all(
         seen = _visible_everywhere(url, "which volcano erupted in 1815?", "fact", present=False)
         print(f"delete visible through every worker after {seen - written:.2f} s")
         assert seen - written < 3.0
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-
-
-def _wait_for_workers(url: str, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert server.poll() is None, log.read_text()
-        if log.read_text().count("Application startup complete") >= 2:
-            return
-        time.sleep(0.2)
-    raise AssertionError("workers did not start:\n" + log.read_text())
 
 
 def _visible_everywhere(url: str, question: str, doc_id: str, *, present: bool) -> float:

@@ -14,7 +14,7 @@ along, to be ANDed with whatever the request asks.
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Path, Query, Request
@@ -24,10 +24,8 @@ from qa.catalog import Catalog
 from qa.collection import Collection
 from qa.errors import CollectionNotFound, Forbidden, Unauthorized
 from qa.filters import Filter
-from qa.keys import ApiKey, KeyStore, authorize
+from qa.keys import Action, ApiKey, KeyStore, authorize
 from qa.types import DEFAULT_COLLECTION
-
-Action = Literal["search", "write", "admin"]
 
 bearer = HTTPBearer(auto_error=False, scheme_name="apiKey",
                     description="An API key (`qa keys create`, or one of QA_API_KEYS), as "
@@ -124,7 +122,8 @@ def scope_of(request: Request, name: str, key: ApiKey | None, action: Action) ->
         authorize(key, action, name, public=False, origin=origin)
         raise
     authorize(key, action, name, public=info.public, origin=origin)
-    return Scope(name, catalog.get(name), key, None if key is None else key.fixed_filter())
+    return Scope(name, catalog.get(name, info), key,
+                 None if key is None else key.fixed_filter())
 
 
 def _any_keys(request: Request) -> bool:
@@ -137,23 +136,14 @@ def scope_dependency(action: Action, *, named: bool, link: bool = False
                      ) -> Callable[..., Scope]:
     """The dependency resolving a route's `Scope`: from the `{collection}` path parameter when
     `named`, else `default`; with `link`, the key may also come as `?key=` (see LinkKey)."""
-    if link:
-        if named:
-            def named_link_scope(request: Request, collection: CollectionName,
-                                 key: LinkKey) -> Scope:
-                return scope_of(request, collection, key, action)
-            return named_link_scope
-
-        def default_link_scope(request: Request, key: LinkKey) -> Scope:
-            return scope_of(request, DEFAULT_COLLECTION, key, action)
-        return default_link_scope
+    Key = LinkKey if link else CallerKey
     if named:
         def named_scope(request: Request, collection: CollectionName,
-                        key: CallerKey) -> Scope:
+                        key: Key) -> Scope:  # type: ignore[valid-type]
             return scope_of(request, collection, key, action)
         return named_scope
 
-    def default_scope(request: Request, key: CallerKey) -> Scope:
+    def default_scope(request: Request, key: Key) -> Scope:  # type: ignore[valid-type]
         return scope_of(request, DEFAULT_COLLECTION, key, action)
     return default_scope
 
