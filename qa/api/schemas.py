@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from qa.loaders import MAX_ID_CHARS, id_problem, metadata_problem, text_problem
 from qa.settings import Mode, Settings
 from qa.types import Answer, DocumentRow, Passage
+from qa.wire import ask_json
 
 MAX_TITLE_CHARS = 1000
 
@@ -120,11 +121,29 @@ class DocumentPage(BaseModel):
     limit: int
 
 
+class LastCrawl(BaseModel):
+    """The `default` collection's last crawl (`qa crawl` or `qa serve --crawl-every`)."""
+
+    finished_at: str
+    seconds: float
+    pages: int
+    added: int
+    replaced: int
+    unchanged: int
+    pruned: int
+    skipped: int
+    failed: int
+    embedded: int
+    requests: int
+    complete: bool = True  # False: stopped early (max pages, or the server stopping)
+
+
 class Health(BaseModel):
     status: str
     documents: int
     chunks: int
     model: str
+    last_crawl: LastCrawl | None = None
 
 
 # -- writes ----------------------------------------------------------------------------------
@@ -202,26 +221,10 @@ class WriteResult(BaseModel):
 # -- converters ------------------------------------------------------------------------------
 
 
-def passage_out(p: Passage) -> PassageOut:
-    c = p.citation
-    return PassageOut(
-        rank=p.rank, score=p.score, text=p.text, confidence=p.confidence,
-        citation=CitationOut(
-            document_id=c.document_id, title=c.title, source=c.source, date=c.date, url=c.url,
-            chunk_id=c.chunk_id, start=c.start, end=c.end, page=c.page,
-            heading_path=list(c.heading_path),
-        ),
-        highlight=HighlightOut(start=p.highlight.start, end=p.highlight.end,
-                               text=p.highlight.text) if p.highlight else None,
-    )
-
-
 def ask_response(question: str, passages: list[Passage], answer: Answer, took_ms: float
                  ) -> AskResponse:
-    return AskResponse(question=question,
-                       answer=AnswerOut(found=answer.found, confidence=answer.confidence,
-                                        threshold=answer.threshold),
-                       passages=[passage_out(p) for p in passages], took_ms=round(took_ms, 2))
+    """The /ask body as a model (for Python callers); the route itself sends `ask_json`."""
+    return AskResponse.model_validate(ask_json(question, passages, answer, took_ms))
 
 
 def document_summary(row: DocumentRow) -> DocumentSummary:

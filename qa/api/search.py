@@ -6,7 +6,8 @@
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from qa.api.deps import Scope, scope_dependency
 from qa.api.feedback import log_answer
@@ -17,16 +18,18 @@ from qa.api.schemas import (
     DocumentOut,
     DocumentPage,
     Health,
+    LastCrawl,
     ask_request_model,
-    ask_response,
     document_out,
     document_summary,
 )
+from qa.crawl import last_crawl
 from qa.filters import all_of, parse_filter
 from qa.retrieval import answer_of, retrieve
 from qa.settings import Settings
 from qa.telemetry import record_question
 from qa.types import DEFAULT_COLLECTION
+from qa.wire import ask_json
 
 
 def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
@@ -42,7 +45,7 @@ def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
                  responses={422: {"description": "Invalid question, k, mode or filter"},
                             **RATE_LIMITED_RESPONSE})
     def ask(body: AskRequest, scope: Reader, request: Request  # type: ignore[valid-type]
-            ) -> AskResponse:
+            ) -> Response:
         ask_rate_limit.check(request, scope.rate_identity)
         started = time.perf_counter()
         question = body.question.strip()  # type: ignore[attr-defined]
@@ -55,9 +58,12 @@ def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
         answer = answer_of(passages, settings.min_confidence)
         took_ms = (time.perf_counter() - started) * 1000
         record_question(scope.name, answer.found, took_ms / 1000)
-        response = ask_response(question, passages, answer, took_ms)
-        response.query_id = log_answer(request, scope, body, question, passages, answer, took_ms)
-        return response
+        query_id = log_answer(request, scope, body, question, passages, answer, took_ms)
+        # A Response is sent as is: FastAPI neither re-validates it against `response_model`
+        # (which stays, for the OpenAPI schema) nor runs jsonable_encoder; orjson writes it in
+        # one native pass. Saves ~0.3 ms of a k=5 answer (README "Performance").
+        return Response(orjson.dumps(ask_json(question, passages, answer, took_ms, query_id)),
+                        media_type="application/json")
 
     @router.get("/documents", response_model=DocumentPage, tags=["documents"])
     def list_documents(
@@ -81,7 +87,9 @@ def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
     def healthz(request: Request) -> Health:
         collection = request.app.state.catalog.get(DEFAULT_COLLECTION)
         documents, chunks = collection.counts()
+        crawl = last_crawl(collection.directory)  # crawl.json: any process's last crawl
         return Health(status="ok", documents=documents, chunks=chunks,
-                      model=collection.manifest.model)
+                      model=collection.manifest.model,
+                      last_crawl=LastCrawl.model_validate(crawl) if crawl else None)
 
     return router

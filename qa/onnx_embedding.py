@@ -1,0 +1,249 @@
+"""The ONNX Runtime encoder: the sentence model exported once with torch, then run without it.
+
+Eager PyTorch spends most of a short question's time in Python dispatch; ONNX Runtime runs the
+same graph as one fused native call, and importing it costs a fraction of torch's start-up.
+Pooling and L2 normalisation are part of the exported graph, so one `run` gives the rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qa.errors import InvalidInput
+
+Vectors = npt.NDArray[np.float32]
+
+# Bump when the exported graph changes (inputs, pooling, opset): old files are then ignored.
+GRAPH_VERSION = "1"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+POOLING_MODES = ("mean", "cls")
+
+
+def default_cache_dir() -> Path:
+    """Per-user, beside other tools' model caches; never inside the (often read-only) model."""
+    return Path.home() / ".cache" / "qa" / "onnx"
+
+
+def _weights(model_dir: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    raise InvalidInput(f"model {model_dir} has no {' or '.join(WEIGHT_FILES)} to export")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    loaded = json.loads(path.read_text(encoding="utf-8"))
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def pooling_mode(model_dir: Path) -> str:
+    """The sentence-transformers pooling the graph must reproduce (1_Pooling/config.json)."""
+    config = _read_json(model_dir / "1_Pooling" / "config.json")
+    chosen = sorted(key.removeprefix("pooling_mode_") for key, on in config.items()
+                    if key.startswith("pooling_mode_") and on is True)
+    # No pooling config: sentence-transformers wraps a plain model with mean pooling.
+    mode = {"": "mean", "mean_tokens": "mean", "cls_token": "cls"}.get("+".join(chosen),
+                                                                       "+".join(chosen))
+    if mode not in POOLING_MODES:
+        raise InvalidInput(f"model {model_dir} pools by {mode!r}; the ONNX backend supports "
+                           f"{', '.join(POOLING_MODES)} (use QA_BACKEND=torch)")
+    return mode
+
+
+def max_seq_length(model_dir: Path) -> int:
+    """sentence_bert_config.json's limit (256 for all-MiniLM-L6-v2), else the model's 512."""
+    declared = _read_json(model_dir / "sentence_bert_config.json").get("max_seq_length")
+    if isinstance(declared, int) and declared > 0:
+        return declared
+    return int(_read_json(model_dir / "config.json").get("max_position_embeddings") or 512)
+
+
+def model_hash(model_dir: Path, cache_dir: Path) -> str:
+    """sha256 of the weights and the files that shape the graph. Hashing 90 MB on every start
+    would cost the CLI ~0.1 s, so the digest is remembered per (path, size, mtime)."""
+    weights = _weights(model_dir)
+    stat = weights.stat()
+    stamp = hashlib.sha256(f"{weights.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    memo = cache_dir / "hashes" / stamp.hexdigest()
+    with contextlib.suppress(OSError):
+        remembered = memo.read_text().strip()
+        if len(remembered) == 64:
+            return remembered
+    digest = hashlib.sha256()
+    with weights.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    for extra in ("config.json", "1_Pooling/config.json"):
+        if (model_dir / extra).is_file():
+            digest.update((model_dir / extra).read_bytes())
+    value = digest.hexdigest()
+    with contextlib.suppress(OSError):  # a read-only cache still works, just hashes each time
+        _write_atomic(memo, value.encode())
+    return value
+
+
+def onnx_path(model_dir: Path, cache_dir: Path) -> Path:
+    return cache_dir / f"{model_hash(model_dir, cache_dir)[:32]}-g{GRAPH_VERSION}" / "model.onnx"
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Two processes exporting at once: the second waits and then finds the first's file."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_onnx(model_dir: Path, cache_dir: Path | None = None) -> Path:
+    """The exported graph for `model_dir`, exporting it first if this machine has none."""
+    cache = cache_dir or default_cache_dir()
+    target = onnx_path(model_dir, cache)
+    if target.is_file():
+        return target
+    with _exclusive(target.parent / ".export.lock"):
+        if not target.is_file():
+            _write_atomic(target, export_onnx(model_dir))
+    return target
+
+
+def export_onnx(model_dir: Path) -> bytes:
+    """The model as ONNX bytes: transformer, pooling and normalisation in one graph. Needs
+    torch (and onnxscript for its exporter) once; the ONNX backend never imports torch."""
+    import warnings
+
+    import torch
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    mode = pooling_mode(model_dir)
+    base = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = base
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.base(input_ids=input_ids, attention_mask=attention_mask,
+                               token_type_ids=token_type_ids).last_hidden_state
+            if mode == "cls":
+                pooled = hidden[:, 0]
+            else:  # mean over real tokens only: padding must not move the vector
+                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    # Traced with a padded row, so the graph keeps the mask's data path.
+    ids = torch.ones(2, 16, dtype=torch.long)
+    mask = ids.clone()
+    mask[1, 9:] = 0
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=8192)
+    with tempfile.TemporaryDirectory() as work, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = Path(work) / "model.onnx"
+        torch.onnx.export(
+            Pooled().eval(), (ids, mask, torch.zeros_like(ids)), str(out), dynamo=True,
+            input_names=["input_ids", "attention_mask", "token_type_ids"],
+            output_names=["sentence_embedding"], external_data=False,
+            dynamic_shapes=({0: batch, 1: seq},) * 3, verbose=False,
+        )
+        return out.read_bytes()
+
+
+class OnnxEncoder:
+    """Tokenizes with the model's own tokenizer.json and runs the exported graph."""
+
+    def __init__(self, model_dir: Path, *, cache_dir: Path | None = None,
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        if not (model_dir / "tokenizer.json").is_file():
+            raise InvalidInput(f"model {model_dir} has no tokenizer.json (needed by the ONNX "
+                               "backend; use QA_BACKEND=torch)")
+        self.max_seq_length = max_seq_length(model_dir)
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        # tokenizer.json may carry its own fixed padding/truncation (128 here): ours rule.
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=self.max_seq_length)
+        specials = self._tokenizer.num_special_tokens_to_add(is_pair=False)
+        self._room = self.max_seq_length - specials
+        self._prefix = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._prefix.no_padding()
+        self._prefix.enable_truncation(max_length=self._room)
+
+        options = ort.SessionOptions()
+        # Every core for one call (the 2-core box), no second pool competing with it.
+        options.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        path = ensure_onnx(model_dir, cache_dir)
+        self.path = path
+        self._session = ort.InferenceSession(str(path), options,
+                                             providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self.dimension = int(self._session.get_outputs()[0].shape[-1])
+
+    def model_input(self, text: str) -> str:
+        offsets = self._prefix.encode(text, add_special_tokens=False).offsets
+        return text[: offsets[-1][1]] if len(offsets) >= self._room else text
+
+    def encode(self, texts: list[str], batch_size: int, progress: bool) -> Vectors:
+        encodings = self._tokenizer.encode_batch(texts)
+        # Sorted by length, each batch pads only to its own longest row: little wasted work.
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="embedding", unit="batch", file=sys.stderr)
+        for start in starts:
+            rows = order[start:start + batch_size]
+            width = max(len(encodings[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            types = np.zeros_like(ids)
+            for r, i in enumerate(rows):
+                e = encodings[i]
+                n = len(e.ids)
+                ids[r, :n], mask[r, :n], types[r, :n] = e.ids, e.attention_mask, e.type_ids
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            out[rows] = self._session.run(None, {k: v for k, v in feed.items()
+                                                 if k in self._inputs})[0]
+        return out
