@@ -154,6 +154,25 @@ def test_http_mcp_on_qa_serve_cites_like_stdio(served: str) -> None:
     assert_cited(run_http(served, cited_search))
 
 
+def test_http_search_answers_as_ask_does(served: str) -> None:
+    """One retrieval path: the same passages, citations, confidences and verdict as /ask."""
+    body = {"question": QUESTION, "k": 3, "filter": {"date": {"$gte": "2025-01-01"}}}
+
+    async def use(client: ClientSession) -> dict[str, Any]:
+        return (await client.call_tool("search", body)).structured_content or {}
+
+    found = run_http(served, use)
+    asked = httpx.post(f"{served}/ask", json=body, timeout=30).json()
+    assert found["answer"]["found"] == asked["answer"]["found"]
+    assert found["answer"]["confidence"] == pytest.approx(asked["answer"]["confidence"], abs=1e-3)
+    assert len(found["passages"]) == len(asked["passages"]) > 0
+    for mine, theirs in zip(found["passages"], asked["passages"], strict=True):
+        assert mine["text"] == theirs["text"]
+        assert mine["highlight"] == theirs["highlight"]
+        assert mine["confidence"] == pytest.approx(theirs["confidence"], abs=1e-3)
+        assert mine["citation"] == {name: theirs["citation"][name] for name in mine["citation"]}
+
+
 def test_http_bad_arguments_are_tool_errors_not_crashes(served: str) -> None:
     async def use(client: ClientSession) -> list[str]:
         calls = [("search", {"question": QUESTION, "k": 0}),
@@ -229,3 +248,18 @@ def test_http_questions_count_against_the_ask_rate_limit(index: Path, embedder: 
         first, second, third = run_http(server.url, use)
     assert not first.is_error and not second.is_error
     assert "QA_ASK_RATE_LIMIT" in error_of(third)
+
+
+def test_http_refuses_a_foreign_host_on_a_loopback_server(served: str) -> None:
+    """DNS rebinding: a page on another name that resolves to 127.0.0.1 cannot reach /mcp."""
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "test", "version": "0"}}}
+
+    def post(**extra: str) -> httpx.Response:
+        return httpx.post(f"{served}/mcp", json=initialize, timeout=30,
+                          headers={"Accept": "application/json, text/event-stream", **extra})
+
+    assert post().status_code == 200
+    assert post(Host="evil.example").status_code == 421
+    assert post(Origin="http://evil.example").status_code == 403

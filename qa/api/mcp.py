@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 from fastapi.security.utils import get_authorization_scheme_param
+from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -25,6 +26,8 @@ from qa.settings import Settings
 from qa.types import DEFAULT_COLLECTION
 
 __all__ = ["McpEndpoint"]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def request_key(request: Request) -> ApiKey | None:
@@ -67,20 +70,33 @@ class HttpGate:
         return found
 
 
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """The SDK's DNS-rebinding protection where it fits: bound to loopback, only local Host
+    names, and Origins that are local or in QA_CORS_ORIGINS. Behind a proxy
+    (QA_FORWARDED_ALLOW_IPS) or bound to a public address, Host is a public name the server
+    cannot know, so it is off, as for every other route."""
+    if settings.host not in LOOPBACK or settings.forwarded_allow_ips:
+        return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+    local = ("127.0.0.1:*", "localhost:*", "[::1]:*")
+    return TransportSecuritySettings(
+        allowed_hosts=list(local),
+        allowed_origins=[f"http://{host}" for host in local] + list(settings.cors_origins))
+
+
 class McpEndpoint:
     """The ASGI app at /mcp. A key that is not accepted is refused here, as a 401
     problem+json, before the MCP transport reads the request."""
 
     def __init__(self, settings: Settings) -> None:
         self.server = build_server(settings, HttpGate(settings))
-        self.host = settings.host
+        self.security = transport_security(settings)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Serve while the app runs: a session manager runs once, so each lifespan makes its
-        own (with DNS-rebinding protection when bound to a loopback address)."""
+        own."""
         self.server.streamable_http_app(stateless_http=True, json_response=True,
-                                        host=self.host)
+                                        transport_security=self.security)
         async with self.server.session_manager.run():
             yield
 
