@@ -118,13 +118,15 @@ def watch_folders(
     fails as a whole (the index went read-only, the disk filled) is reported and the watch
     goes on.
     """
-    from watchfiles import DefaultFilter, watch
+    from watchfiles import watch
 
     roots = list(paths)
     synced = not sync_first
     # yield_on_timeout: the first (maybe empty) batch comes once the watch is registered, and
-    # only then is the catch-up run, so a change made while it runs is still seen.
-    for changes in watch(*roots, watch_filter=DefaultFilter(), step=STEP_MS,
+    # only then is the catch-up run, so a change made while it runs is still seen. No
+    # watch_filter: watchfiles' default skips node_modules and the like, which `qa index` reads;
+    # `sort_changes` applies `qa index`'s own rules instead.
+    for changes in watch(*roots, watch_filter=None, step=STEP_MS,
                          debounce=DEBOUNCE_MS, rust_timeout=POLL_MS, stop_event=stop,
                          raise_interrupt=True, yield_on_timeout=True):
         if not synced:

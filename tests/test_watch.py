@@ -147,3 +147,21 @@ def test_qa_watch_refuses_a_missing_folder(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "does not exist" in result.output
 
+
+
+def test_a_batch_takes_only_what_qa_index_would(tmp_path: Path) -> None:
+    from qa.watch import sort_changes
+
+    root = tmp_path / "docs"
+    (root / ".git").mkdir(parents=True)
+    (root / "moved-in").mkdir()
+    for name in ("a.md", "b.txt~", ".draft.md", ".git/HEAD.md", "notes.tmp"):
+        (root / name).write_text("text", "utf-8")
+    (root / "link.md").symlink_to(root / "a.md")
+    changes = [("added", root.absolute() / name) for name in (
+        "a.md", "b.txt~", ".draft.md", ".git/HEAD.md", "notes.tmp", "link.md", "moved-in",
+        "gone.md")]
+    batch = sort_changes(changes, [root])
+    assert batch.load == [root / "a.md", root / "moved-in"]  # spelled as the root was given
+    assert batch.gone == [root / "gone.md"]
+    assert [name for name, _ in batch.refused] == [str(root / "link.md")]

@@ -12,9 +12,9 @@
   // Where this file was loaded from: the default endpoint when none is given.
   const scriptUrl = script && script.src ? script.src : "";
   const ATTRS = ["endpoint", "title", "placeholder", "lang", "k", "open", "timeout", "examples",
-    "collection", "key", "filter"];
+    "collection", "key", "filter", "source-links"];
   // Read both as `name` and as `data-name` (the one-tag embed copies data-* onto the element).
-  const DATA_ATTRS = ["examples", "collection", "key", "filter"];
+  const DATA_ATTRS = ["examples", "collection", "key", "filter", "source-links"];
   const CONTEXT_CHARS = 160;
   const MAX_EXAMPLES = 6;
   // The server's defaults (QA_MAX_QUESTION_CHARS, QA_MAX_K), kept here only so the input stops
@@ -181,6 +181,38 @@ button[aria-pressed=true]{border-color:var(--_accent);background:var(--_accent);
     return cut.slice(0, Math.max(cut.lastIndexOf(" "), 1)) + "\u2026";
   };
 
+  // Text fragments (https://wicg.github.io/scroll-to-text-fragment/): "-", "," and "&" are the
+  // directive's syntax, so they are escaped with everything outside the unreserved characters.
+  const fragmentPart = (text) => encodeURIComponent(text)
+    .replace(/[-!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  const words = (text) => text.split(/\s+/).filter(Boolean);
+  // A sentence of more words is matched by its first and last few (textStart,textEnd): a short
+  // URL, and a match that survives markup differences in the middle of the sentence.
+  const LONG_WORDS = 12;
+  const EDGE_WORDS = 4;
+  const CONTEXT_WORDS = 3;
+
+  /** `#:~:text=` for the sentence at code points [a, b) of the passage `text`; the words around
+   * it become prefix-/-suffix when the sentence may recur (short, or more than once here). */
+  const textFragment = (text, a, b) => {
+    const sentence = words(text.slice(a, b).join(""));
+    if (!sentence.length) return "";
+    const joined = sentence.join(" ");
+    const flat = words(text.join("")).join(" ");
+    const recurs = sentence.length < 5 || flat.indexOf(joined) !== flat.lastIndexOf(joined);
+    let directive = sentence.length > LONG_WORDS
+      ? `${fragmentPart(sentence.slice(0, EDGE_WORDS).join(" "))},${fragmentPart(sentence.slice(-EDGE_WORDS).join(" "))}`
+      : fragmentPart(joined);
+    if (recurs) {
+      // Only words of the same paragraph: a match may not span a block boundary.
+      const before = words(text.slice(0, a).join("").split(/\n\s*\n/).pop()).slice(-CONTEXT_WORDS);
+      const after = words(text.slice(b).join("").split(/\n\s*\n/)[0]).slice(0, CONTEXT_WORDS);
+      if (before.length) directive = `${fragmentPart(before.join(" "))}-,${directive}`;
+      if (after.length) directive += `,-${fragmentPart(after.join(" "))}`;
+    }
+    return `:~:text=${directive}`;
+  };
+
   class ProblemError extends Error {
     constructor(status, body) {
       const detail = body && (body.detail || body.title);
@@ -332,6 +364,19 @@ button[aria-pressed=true]{border-color:var(--_accent);background:var(--_accent);
 
     set key(value) {
       this.setAttribute("key", value);
+    }
+
+    /** Where "View source" goes: "page", the document's own http(s) `url` at the sentence (a
+     * text fragment), or "local", the API's /source page; "page" also when there is no url. */
+    get sourceLinks() {
+      const raw = (this._attr("source-links") || "").trim().toLowerCase();
+      if (raw === "local" || raw === "page") return raw;
+      if (raw) this._warn("source-links", "is neither \"page\" nor \"local\"; using \"page\"");
+      return "page";
+    }
+
+    set sourceLinks(value) {
+      this.setAttribute("source-links", value);
     }
 
     /** A JSON object sent as the question's `filter`; anything else is ignored with a warning. */
@@ -643,11 +688,13 @@ button[aria-pressed=true]{border-color:var(--_accent);background:var(--_accent);
       const citation = passage.citation || {};
       const text = codePoints(passage.text);
       const start = Number(citation.start) || 0;
-      const highlight = confident ? passage.highlight : null;
+      const sentence = passage.highlight;
+      const within = Boolean(sentence) && sentence.start >= start && sentence.end > sentence.start
+        && sentence.end - start <= text.length;
+      const highlight = confident ? sentence : null;
       const body = h("p", { class: "text", part: "text" });
       let answer = clipEnd(text.join(""));
-      if (highlight && highlight.start >= start && highlight.end > highlight.start
-          && highlight.end - start <= text.length) {
+      if (highlight && within) {
         const a = highlight.start - start;
         const b = highlight.end - start;
         answer = text.slice(a, b).join("");
@@ -660,9 +707,17 @@ button[aria-pressed=true]{border-color:var(--_accent);background:var(--_accent);
       const meta = h("p", { class: "meta", part: "meta" }, h("strong", { text: title }));
       const date = citation.date ? this._date(citation.date) : "";
       if (date) meta.append(h("time", { datetime: String(citation.date), text: date }));
-      const source = httpUrl(`${base}/source/${String(citation.document_id || "")
+      const page = this.sourceLinks === "page" && citation.url ? httpUrl(citation.url) : null;
+      const source = page ? null : httpUrl(`${base}/source/${String(citation.document_id || "")
         .split("/").map(encodeURIComponent).join("/")}`);
-      if (source) {
+      let href = source && source.href;
+      if (page) {
+        // The live page at the sentence; its own #fragment kept, any old directive replaced.
+        const own = page.hash.replace(/^#/, "").split(":~:")[0];
+        page.hash = "";
+        href = page.href + (within ? `#${own}${textFragment(text, sentence.start - start,
+          sentence.end - start)}` : own ? `#${own}` : "");
+      } else if (source) {
         source.searchParams.set("start", String(citation.start));
         source.searchParams.set("end", String(citation.end));
         if (highlight) {
@@ -672,9 +727,12 @@ button[aria-pressed=true]{border-color:var(--_accent);background:var(--_accent);
         // A new tab cannot send the Authorization header: a keyed widget's link carries its
         // (public, search-only) key, and the Referer its page's origin.
         if (this.key) source.searchParams.set("key", this.key);
+        href = source.href;
+      }
+      if (href) {
         // Each link names its passage: "View source, passage 2: Title, 15 May 2025".
         meta.append(h("a", {
-          part: "citation", href: source.href, target: "_blank", rel: "noopener",
+          part: "citation", href, target: "_blank", rel: "noopener",
           "aria-label": `${s.source}, ${s.passage} ${n}: ${[title, date].filter(Boolean).join(", ")}`,
           text: s.source,
         }));
