@@ -19,6 +19,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m qa.onnx_embedding  # QA_BACKEND=onnx: export the model once (~/.cache/qa)
 	touch $@
 
 # Re-indexing is incremental (content hashes), so this only embeds what changed in seeds/.

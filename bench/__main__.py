@@ -64,18 +64,21 @@ def free_port() -> int:
 
 def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[str, Any]:
     from bench.ann import measure_ann
-    from bench.ingest import measure_ingestion, measure_int8
-    from bench.peer import measure_peer, txtai_available
+    from bench.backends import measure_backends, measure_int8
+    from bench.ingest import measure_ingestion
+    from bench.peer import measure_peer, measure_peer_at_scale, txtai_available
+    from bench.serialization import measure_serialization
     from bench.serving import build_collection, measure_size
     from qa.embedding import Embedder
     from qa.settings import Settings
 
     plan = dict(PLANS[plan_name], **({"sizes": sizes} if sizes else {}))
     settings = Settings()
-    embedder = Embedder(settings.model, batch_size=settings.batch_size)
+    embedder = Embedder(settings.model, backend=settings.backend, batch_size=settings.batch_size)
     questions = scifact_questions()
     out: dict[str, Any] = {
         "plan": plan_name, "params": plan, "revision": revision(), "machine": machine(),
+        "backend": settings.backend,
         # Secrets (API keys) never go into a results file.
         "settings": {k: ("<redacted>" if "key" in k and v else v)
                      for k, v in settings.model_dump(mode="json").items()},
@@ -101,8 +104,18 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
         log("ingestion vs model.encode alone")
         docs, sub = subset(plan["ingest_chunks"])
         out["ingestion"] = measure_ingestion(docs, sub, embedder, plan["ingest_rounds"])
-        log("int8-quantized embedder vs default")
-        out["embedder_int8"] = measure_int8(texts[: plan["int8_texts"]], embedder)
+        log("embedding backends: onnx vs torch, same chunks and questions")
+        other = "torch" if settings.backend == "onnx" else "onnx"
+        second = Embedder(settings.model, backend=other, batch_size=settings.batch_size)
+        pair = (embedder, second) if settings.backend == "onnx" else (second, embedder)
+        out["backends"] = measure_backends(docs, sub, questions[:plan["ask_questions"]], *pair,
+                                           rounds=plan["ingest_rounds"])
+        del second, pair
+        log("int8-quantized ONNX embedder vs fp32 (speed, cosine, Super Bowl hybrid hit@1)")
+        out["embedder_int8"] = measure_int8(texts[: plan["int8_texts"]],
+                                            embedder if settings.backend == "onnx" else
+                                            Embedder(settings.model,
+                                                     batch_size=settings.batch_size))
 
     if "ask" not in skip:
         out["ask"] = {}
@@ -126,6 +139,12 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
                                         filtered_questions=filtered_q
                                         if size == plan["sizes"][-1] else ())
                 measured.update(built)
+                if size == plan["sizes"][0]:
+                    out["ask_serialization"] = measure_serialization(directory, embedder,
+                                                                     ask_q[0])
+                if size == plan["sizes"][-1] and "peer" not in skip and not txtai_available():
+                    log(f"peer at {corpus.size} chunks: txtai hybrid, the same questions")
+                    out["peer_at_scale"] = measure_peer_at_scale(corpus, ask_q)
                 measured["synthetic_vectors"] = corpus.synthetic_vectors
                 if corpus.synthetic_vectors:
                     measured["synthetic"] = ("copies of real SciFact documents (real text, ids"
@@ -174,9 +193,21 @@ def acceptance(out: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
             ratio = large["ask_query_log"]["p50_on_over_off"]
             checks[f"ask_query_log_on_p50_le_1.05x_off_at_{large['chunks']}"] = {
                 "value": ratio, "pass": ratio <= 1.05}
+        if "peer_at_scale" in out:
+            ratio = round(large["ask_hybrid"]["p50_ms"] / out["peer_at_scale"]["query_p50_ms"], 3)
+            checks[f"ask_hybrid_http_p50_le_0.6x_txtai_inprocess_at_{large['chunks']}"] = {
+                "value": ratio, "pass": ratio <= 0.6}
     if "ingestion" in out:
         ratio = out["ingestion"]["ratio_to_encode"]
         checks["ingestion_ge_0.85x_encode"] = {"value": ratio, "pass": ratio >= 0.85}
+    if "backends" in out:
+        b = out["backends"]
+        checks["onnx_cosine_to_torch_ge_0.9999"] = {
+            "value": b["cosine_min_onnx_to_torch"], "pass": b["cosine_min_onnx_to_torch"] >= 0.9999}
+        checks["query_embed_p50_onnx_ge_2x_torch"] = {
+            "value": b["query_embed_speedup"], "pass": b["query_embed_speedup"] >= 2.0}
+        checks["ingestion_onnx_ge_1.5x_torch"] = {
+            "value": b["ingest_speedup"], "pass": b["ingest_speedup"] >= 1.5}
     if "ann" in out:
         ann = out["ann"]
         checks[f"ann_{ann['vectors']}_p50_le_5ms_recall_ge_0.98"] = {
@@ -192,9 +223,21 @@ def table(out: dict[str, Any]) -> str:
         rows.append(("ingestion chunks/s (qa / encode alone)",
                      f"{i['chunks_per_s']} / {i['encode_only_chunks_per_s']}"
                      f"  ratio {i['ratio_to_encode']}"))
+    if "backends" in out:
+        b = out["backends"]
+        for label, key, speedup in (("query embed p50 ms", "query_embed_p50_ms",
+                                     "query_embed_speedup"),
+                                    ("encode chunks/s", "encode_chunks_per_s", "encode_speedup"),
+                                    ("ingestion chunks/s", "ingest_chunks_per_s",
+                                     "ingest_speedup")):
+            rows.append((f"{label} onnx / torch",
+                         f"{b[key]['onnx']} / {b[key]['torch']}  = {b[speedup]}x"))
+        rows.append(("min cosine onnx to torch", str(b["cosine_min_onnx_to_torch"])))
+    if "embedder_int8" in out:
         q = out["embedder_int8"]
-        rows.append(("int8 embedder: speed-up, cosine min",
-                     f"{q['speedup']}x, {q['cosine_min']} → "
+        hit = q["hybrid_hit_at_1"]
+        rows.append(("int8 ONNX embedder: speed-up, cosine min, hit@1 fp32→int8",
+                     f"{q['speedup']}x, {q['cosine_min']}, {hit['fp32']}→{hit['int8']} → "
                      + ("adopted" if q["adopted"] else "not adopted")))
     for size, a in out.get("ask", {}).items():
         tag = f"{a['chunks']} chunks" + (" (synthetic vectors)" if a["synthetic_vectors"] else "")
@@ -230,6 +273,15 @@ def table(out: dict[str, Any]) -> str:
         rows.append((f"ANN {n['vectors']} synthetic vectors: p50 ms, recall@10",
                      f"{n['search_p50_ms']}, {n['recall_at_10']}"
                      f"  (exact p50 {n['exact_search_p50_ms']} ms)"))
+    if "ask_serialization" in out:
+        s = out["ask_serialization"]
+        rows.append(("/ask body: FastAPI model path / orjson Response p50 ms",
+                     f"{s['fastapi_model_p50_ms']} / {s['orjson_response_p50_ms']}"
+                     f"  (saves {s['saved_ms']} ms)"))
+    if "peer_at_scale" in out:
+        p = out["peer_at_scale"]
+        rows.append((f"txtai in-process hybrid @ {p['chunks']} chunks p50 ms",
+                     str(p["query_p50_ms"])))
     if "peer" in out and "skipped" not in out["peer"]:
         p = out["peer"]
         rows.append((f"vs txtai @ {p['chunks']} chunks: ingestion speed qa/txtai",
@@ -239,6 +291,7 @@ def table(out: dict[str, Any]) -> str:
     for name, check in out.get("acceptance", {}).items():
         verdict = "PASS" if check["pass"] else "FAIL"
         rows.append((f"acceptance {name}", f"{check['value']} {verdict}"))
+    rows.insert(0, ("embedding backend", str(out.get("backend"))))
     width = max(len(r[0]) for r in rows) if rows else 0
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

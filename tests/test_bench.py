@@ -36,4 +36,16 @@ def test_smoke_bench_measures_every_part_and_writes_its_json(tmp_path: Path) -> 
     assert out["ann"]["vectors"] == out["params"]["ann_vectors"]
     assert 0.9 <= out["ann"]["recall_at_10"] <= 1.0
     assert "skipped" in out["peer"] or out["peer"]["query_p50_ms"]["txtai"] > 0
-    assert set(out["acceptance"]) >= {"ingestion_ge_0.85x_encode"}
+    assert out["backend"] == "onnx"
+    backends = out["backends"]
+    assert backends["cosine_min_onnx_to_torch"] >= 0.9999
+    assert backends["query_embed_speedup"] > 0 and backends["ingest_speedup"] > 0
+    assert min(backends["ingest_chunks_per_s"].values()) > 0
+    int8 = out["embedder_int8"]
+    assert 0 < int8["cosine_min"] <= 1 and 0 <= int8["hybrid_hit_at_1"]["int8"] <= 1
+    assert int8["adopted"] == (int8["cosine_min"] >= 0.99
+                               and int8["hybrid_hit_at_1"]["drop"] <= 0.005)
+    assert "skipped" in out["peer"] or out["peer_at_scale"]["query_p50_ms"] > 0
+    assert set(out["acceptance"]) >= {"ingestion_ge_0.85x_encode",
+                                      "query_embed_p50_onnx_ge_2x_torch",
+                                      "ingestion_onnx_ge_1.5x_torch"}

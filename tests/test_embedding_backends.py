@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, SEEDS, SHARED
 
 from qa.api.schemas import AskResponse
 from qa.collection import Collection
@@ -23,8 +24,6 @@ from qa.onnx_embedding import ensure_onnx, model_hash
 from qa.retrieval import answer_of, retrieve
 from qa.settings import Settings
 from qa.wire import ask_json
-
-from conftest import ROOT, SEEDS, SHARED
 
 SUPER_BOWL = SHARED / "eval" / "squad-v1.1-dev-super-bowl-50.json"
 HEAVY = ("torch", "transformers", "sentence_transformers")
