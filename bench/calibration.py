@@ -28,7 +28,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from qa.collection import Collection  # noqa: E402
-from qa.confidence import FEATURES, features  # noqa: E402
+from qa.confidence import FEATURES, FITTED_K, features  # noqa: E402
 from qa.embedding import Embedder  # noqa: E402
 from qa.eval.datasets import Dataset, Question, load_dataset  # noqa: E402
 from qa.eval.judging import passage_hits  # noqa: E402
@@ -41,7 +41,7 @@ from qa.types import Passage  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "eval"
 CACHE = ROOT / ".cache"
-K = 5
+K = FITTED_K  # qa/retrieval.py scores every answer on a list this long
 
 
 def answers(question: Question, passage: Passage, qrels: dict[str, dict[str, int]]) -> bool:

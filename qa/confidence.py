@@ -25,6 +25,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# The model reads each passage beside its neighbours, so it was fitted on lists of this many
+# passages, and every answer is scored on a list this long (then cut to k): a passage's
+# confidence does not depend on how many passages the caller asked for.
+FITTED_K = 5
+
 
 @dataclass(frozen=True)
 class Evidence:

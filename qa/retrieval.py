@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from qa.collection import Collection
-from qa.confidence import Evidence, passage_confidences
+from qa.confidence import FITTED_K, Evidence, passage_confidences
 from qa.errors import DocumentNotFound, InvalidInput
 from qa.filters import Filter
 from qa.highlight import SentenceMatch, highlight_of, match_sentences
@@ -129,10 +129,16 @@ def retrieve(collection: Collection, question: str, k: int, mode: Mode = "hybrid
              ) -> list[Passage]:
     """Top-k passages, each with its confidence; `fusion="rrf"` swaps in the reciprocal-rank
     baseline (benchmarks). With a `filter`, only chunks it allows are searched and returned."""
-    ranked = rank_passages(collection, question, k, mode, fusion=fusion, filter=filter)
-    confidences = passage_confidences([evidence for _, evidence in ranked])
+    # Ranked as if k were at least FITTED_K, so the list the confidence model reads is the one
+    # it was fitted on: `-k 1` and `-k 5` give the first passage the same confidence.
+    ranked = rank_passages(collection, question, max(k, FITTED_K), mode, fusion=fusion,
+                           filter=filter)
+    evidence = [e for _, e in ranked]
+    confidences = passage_confidences(evidence[:FITTED_K])
+    if len(ranked) > FITTED_K:  # the passages past the window, each read among all of them
+        confidences += passage_confidences(evidence)[FITTED_K:]
     return [replace(passage, confidence=round(p, 4))
-            for (passage, _), p in zip(ranked, confidences, strict=True)]
+            for (passage, _), p in zip(ranked[:k], confidences, strict=False)]
 
 
 def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "hybrid", *,

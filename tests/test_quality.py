@@ -72,6 +72,17 @@ def test_the_first_passage_does_not_depend_on_k(built_index: Collection) -> None
     assert "Medinsky" in one.text
 
 
+def test_a_passages_confidence_does_not_depend_on_k(built_index: Collection) -> None:
+    """The confidence model reads each passage beside its neighbours; asking for fewer
+    passages must not change the verdict (it once gave 0.99 at k=1 and 0.18 at k=5)."""
+    from qa.retrieval import retrieve
+
+    for question in ("who heads the Russian delegation?", "what is the boiling point of tungsten?"):
+        by_k = [retrieve(built_index, question, k, "hybrid") for k in (1, 2, 5)]
+        assert len({passages[0].confidence for passages in by_k}) == 1, by_k
+        assert by_k[1][1].confidence == by_k[2][1].confidence
+
+
 @pytest.mark.parametrize("question", ["what is the boiling point of tungsten?",
                                       "how do I bake sourdough bread at home?",
                                       "Who won the 2018 FIFA World Cup final?"])
