@@ -33,7 +33,8 @@ def build_settings(**overrides: Any) -> Any:
 def load_embedder(settings: Any) -> Any:
     from qa.embedding import Embedder
 
-    return Embedder(settings.model, device=settings.device, batch_size=settings.batch_size)
+    return Embedder(settings.model, backend=settings.backend, device=settings.device,
+                    batch_size=settings.batch_size)
 
 
 class QAGroup(click.Group):
@@ -164,6 +165,49 @@ def print_committed(ids: list[str]) -> None:
 
 
 @cli.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(path_type=Path, exists=True))
+@index_option
+@collection_option
+def watch(paths: tuple[Path, ...], index_dir: Path | None, collection_name: str) -> None:
+    """Keep folders in step with the index until Ctrl-C: files created, changed, moved and
+    deleted are indexed or removed as it happens, by the rules of `qa index --prune` (which
+    runs first, to catch up). A file that cannot be read is reported and the watch goes on.
+
+    \b
+    Example:
+        qa watch docs/ notes/
+        qa watch handbook/ --collection staff
+    """
+    import signal
+    import threading
+
+    from qa.watch import describe, watch_folders
+
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    collection = open_collection(settings, collection_name, load_embedder(settings),
+                                 create=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop: as Ctrl-C
+
+    def report(summary: Any) -> None:
+        for _, message in summary.errors:
+            click.echo(f"error: {message}", err=True)
+        click.echo(f"{time.strftime('%H:%M:%S')} {describe(summary)}", err=True)
+
+    click.echo(f"watching {', '.join(map(str, paths))} (Ctrl-C stops)", err=True)
+    try:
+        watch_folders(lambda: collection, list(paths), stop=stop, on_summary=report,
+                      progress=sys.stderr.isatty())
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a watch ends: no error, the index is closed below
+    finally:
+        collection.close()
+    click.echo("stopped watching", err=True)
+
+
+@cli.command()
 @click.argument("question")
 @click.option("-k", "k", type=int, default=None, help="How many passages.")
 @click.option("--mode", type=click.Choice(["hybrid", "dense", "keyword"]), default=None)
@@ -181,10 +225,10 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
         qa ask "who led the Russian delegation?" -k 3
         qa ask "what changed?" --filter '{"date": {"$gte": "2025-01-01"}}'
     """
-    from qa.api.schemas import ask_response
     from qa.errors import InvalidInput
     from qa.filters import parse_filter
     from qa.retrieval import answer_of, retrieve
+    from qa.wire import ask_json
 
     try:  # checked before the model loads: a typo costs nothing
         where = None if filter_json is None else parse_filter(json.loads(filter_json))
@@ -208,11 +252,11 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
     started = time.perf_counter()
     passages = retrieve(collection, question, k, settings.mode, filter=where)
     answer = answer_of(passages, settings.min_confidence)
-    body = ask_response(question.strip(), passages, answer,
-                        (time.perf_counter() - started) * 1000)
+    took_ms = (time.perf_counter() - started) * 1000
     collection.close()
     if as_json:
-        click.echo(json.dumps(body.model_dump(mode="json"), ensure_ascii=False))
+        body = ask_json(question.strip(), passages, answer, took_ms)
+        click.echo(json.dumps(body, ensure_ascii=False))
         return
     if not passages:
         click.echo("No passages found.")
@@ -232,25 +276,147 @@ def ask(question: str, k: int | None, mode: str | None, as_json: bool,
 
 
 @cli.command()
+@click.argument("urls", nargs=-1)
+@index_option
+@collection_option
+@click.option("--sitemap", "sitemaps", multiple=True, metavar="URL",
+              help="A sitemap (or sitemap index, gzipped or not) listing pages; repeatable. "
+              "Sitemaps named in robots.txt are read too.")
+@click.option("--include", multiple=True, metavar="GLOB",
+              help="Only URLs whose path matches, e.g. '/docs/*'; repeatable.")
+@click.option("--exclude", multiple=True, metavar="GLOB",
+              help="Leave out URLs whose path matches, e.g. '*/print/*'; repeatable.")
+@click.option("--max-pages", type=int, default=None,
+              help="Pages asked for at most (default 1000).")
+@click.option("--delay", type=float, default=None, metavar="SECONDS",
+              help="Pause between two requests to the site (default 0.5; robots.txt's "
+              "Crawl-delay wins when longer).")
+@click.option("--prune", is_flag=True,
+              help="Delete pages that now answer 404/410, left the sitemap, or robots.txt or "
+              "the patterns now rule out.")
+@click.option("--user-agent", default=None, help="User-Agent sent, and matched in robots.txt.")
+def crawl(urls: tuple[str, ...], index_dir: Path | None, collection_name: str,
+          sitemaps: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+          max_pages: int | None, delay: float | None, prune: bool, user_agent: str | None
+          ) -> None:
+    """Crawl a web site into the index: pages from the URLs, sitemaps and links within the
+    site (robots.txt obeyed), HTML, PDF and DOCX; unchanged pages cost one 304. With no URL
+    and no --sitemap, the collection's last crawl is repeated.
+
+    \b
+    Example:
+        qa crawl https://docs.example.com/ --sitemap https://docs.example.com/sitemap.xml
+        qa crawl https://example.com/blog/ --include '/blog/*' --prune
+        qa crawl --prune
+    """
+    from qa.crawl import CrawlOptions, crawl_site, saved_options
+
+    given: dict[str, Any] = {
+        k: v for k, v in {"include": include, "exclude": exclude, "max_pages": max_pages,
+                          "delay": delay, "user_agent": user_agent}.items()
+        if v is not None and v != ()} | {"prune": prune}
+    # Checked before the index is opened (or made): a bad URL costs nothing.
+    options = (CrawlOptions.from_dict({"seeds": urls, "sitemaps": sitemaps} | given)
+               if urls or sitemaps else None)
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    collection = open_collection(settings, collection_name, load_embedder(settings),
+                                 create=True)
+    try:
+        if options is None:
+            last = saved_options(collection.directory)
+            if last is None:
+                fail("nothing to crawl: give page URLs or --sitemap (this collection has no "
+                     "earlier crawl to repeat)", 2)
+            options = CrawlOptions.from_dict(last.to_dict() | given)
+        summary = crawl_site(collection, options)
+    finally:
+        collection.close()
+    for url, reason in summary.errors:
+        click.echo(f"error: {url}: {reason}", err=True)
+    click.echo(summary.line(), err=True)
+    if summary.errors:
+        sys.exit(1)
+
+
+@cli.command()
 @click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, help="Worker processes.")
+@click.option("--watch", "watch_paths", multiple=True, metavar="PATH",
+              type=click.Path(path_type=Path, exists=True),
+              help="Keep this folder in step with the `default` collection in the background, "
+              "as `qa watch` does (repeat for several).")
+@click.option("--crawl-every", "crawl_every", default=None, metavar="DURATION",
+              help="Crawl the site into the `default` collection at start and then every "
+              "DURATION (30m, 6h, 1d), pruning pages that went away.")
+@click.option("--crawl", "crawl_urls", multiple=True, metavar="URL",
+              help="A start URL for --crawl-every (repeat for several; default: those of the "
+              "last `qa crawl`).")
 @index_option
-def serve(host: str | None, port: int | None, workers: int, index_dir: Path | None) -> None:
+def serve(host: str | None, port: int | None, workers: int, watch_paths: tuple[Path, ...],
+          crawl_every: str | None, crawl_urls: tuple[str, ...],
+          index_dir: Path | None) -> None:
     """Serve the HTTP API (and the widget demo at /).
 
     \b
     Example:
         qa serve --host 0.0.0.0 --port 8080 --workers 2
+        qa serve --watch docs/
+        qa serve --crawl-every 6h --crawl https://docs.example.com/
     """
     from qa.collection import MANIFEST
+    from qa.crawl import CrawlOptions, parse_duration
 
-    settings = build_settings(index_dir=index_dir, host=host, port=port)
+    if crawl_urls and not crawl_every:
+        fail("--crawl needs --crawl-every DURATION", 2)
+    if crawl_every and workers > 1:  # each worker would crawl: run `qa crawl` from cron instead
+        fail("--crawl-every needs --workers 1; with several workers run `qa crawl` on a "
+             "schedule (cron) beside `qa serve`", 2)
+    every = parse_duration(crawl_every) if crawl_every else None
+    if crawl_urls:
+        CrawlOptions(seeds=crawl_urls)  # a bad URL is refused now, not at the first crawl
+
+    if watch_paths and workers > 1:  # each worker would watch: run one `qa watch` beside them
+        fail("--watch needs --workers 1; with several workers run `qa watch PATH` beside "
+             "`qa serve`", 2)
+    settings = build_settings(index_dir=index_dir, host=host, port=port,
+                              watch_paths=list(watch_paths) or None,
+                              crawl_every_s=every, crawl_urls=list(crawl_urls) or None)
     if not (settings.index_dir / MANIFEST).exists():
         fail(f"no index at {settings.index_dir}: build one with `qa index PATH`")
     from qa.api import run_server
 
     run_server(settings, workers=workers)
+
+
+@cli.command()
+@index_option
+@collection_option
+def mcp(index_dir: Path | None, collection_name: str) -> None:
+    """Serve the index to AI agents over MCP on stdin/stdout (for desktop clients; the HTTP
+    server has it at /mcp). Tools: search, get_document, list_collections.
+
+    \b
+    Example (an MCP client's config runs it):
+        qa mcp --index /path/to/index --collection default
+    """
+    import contextlib
+
+    from qa.catalog import Catalog
+    from qa.mcp import LocalGate, build_server
+
+    settings = build_settings(index_dir=index_dir)
+    check_index_dir(settings)
+    # stdout carries protocol messages only: anything a library prints while loading goes to
+    # stderr (the SDK diverts file descriptor 1 itself once it serves).
+    with Catalog(settings) as catalog:  # a missing index or collection: one line, no model
+        catalog.info(collection_name)
+    with contextlib.redirect_stdout(sys.stderr):
+        catalog = Catalog(settings, load_embedder(settings))
+        catalog.get(collection_name)
+    with catalog:
+        build_server(settings, LocalGate(catalog, collection_name)).run("stdio")
 
 
 @cli.command()

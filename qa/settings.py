@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,7 +23,12 @@ class Settings(BaseSettings):
         description="A sentence-transformers model directory; unset means the bundled "
         "all-MiniLM-L6-v2.",
     )
-    device: str = Field("cpu", description="Torch device for the embedder.")
+    backend: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="Embedding runtime: `onnx` (ONNX Runtime on the CPU, the model exported "
+        "once to ~/.cache/qa/onnx; no torch at run time) or `torch` (sentence-transformers).",
+    )
+    device: str = Field("cpu", description="Torch device for the embedder (QA_BACKEND=torch).")
     batch_size: int = Field(32, ge=1, le=4096, description="Embedding batch size.")
     chunk_tokens: int = Field(
         200, ge=16, le=2048, description="Chunk size in cl100k tokens (tiktoken)."
@@ -62,6 +68,21 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address `qa serve` binds.")
     port: int = Field(8000, ge=1, le=65535, description="Port `qa serve` binds.")
+    watch_paths: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders `qa serve` keeps in step with the `default` collection in the "
+        "background, as `qa watch` does (`qa serve --watch PATH`); separated by `:` as in PATH.",
+    )
+    crawl_every_s: float | None = Field(
+        None, ge=60, le=30 * 86400,
+        description="`qa serve` crawls its site into the `default` collection at start and then "
+        "every this many seconds, pruning what went away (`qa serve --crawl-every 6h`).",
+    )
+    crawl_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated start URLs of those crawls (`--crawl URL`); none: the "
+        "start URLs and options of the collection's last `qa crawl`.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated origins allowed to call the API from a browser.",
@@ -135,6 +156,20 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{proxy!r} is not an IP address, a network such as "
                                  "10.0.0.0/8, or *") from None
+        return value
+
+    @field_validator("watch_paths", mode="before")
+    @classmethod
+    def _split_watch_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p for p in value.split(os.pathsep) if p.strip()]
+        return value
+
+    @field_validator("crawl_urls", mode="before")
+    @classmethod
+    def _split_crawl_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
         return value
 
     @field_validator("cors_origins", mode="before")

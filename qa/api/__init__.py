@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: FastAPI reads `lifespan`'s signature.
 
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from qa.api.guards import (
     NoSniffMiddleware,
     ProblemCORSMiddleware,
 )
+from qa.api.mcp import McpEndpoint
 from qa.api.metrics import RequestCounter, shared_metrics
 from qa.api.metrics import router as metrics_router
 from qa.api.pages import router as pages_router
@@ -29,10 +31,12 @@ from qa.api.pages import source_router
 from qa.api.problems import declare_problem_responses, install_error_handlers
 from qa.api.search import search_router
 from qa.catalog import CATALOG_FILE, Catalog
+from qa.crawl import CrawlSchedule
 from qa.embedding import Embedder
 from qa.keys import KeyStore
 from qa.settings import Settings
 from qa.types import DEFAULT_COLLECTION
+from qa.watch import FolderWatcher
 
 __all__ = ["app_from_env", "create_app", "hand_over_settings", "run_server", "server_options"]
 
@@ -44,19 +48,31 @@ SETTINGS_VARIABLE = "_QA_WORKER_SETTINGS"  # not a setting: `run_server` sets it
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model and open the index when the server starts, never at import."""
     settings: Settings = app.state.settings
-    model = app.state.embedder or Embedder(settings.model, device=settings.device,
+    model = app.state.embedder or Embedder(settings.model, backend=settings.backend,
+                                           device=settings.device,
                                            batch_size=settings.batch_size)
     catalog = Catalog(settings, model)
     app.state.catalog = catalog
     app.state.keys = open_keys(settings)
     app.state.query_log = None
+    app.state.background = []  # threads that keep collections fresh (watch): stopped first
     try:
         # `default` opens now, as before collections: a missing or mismatched index stops the
         # server at start, not at its first question. Others open on first use.
         catalog.get(DEFAULT_COLLECTION)
         app.state.query_log = open_query_log(settings)
-        yield
+        if settings.watch_paths:  # `qa serve --watch`: writes on its own thread, as PUT does
+            app.state.background.append(FolderWatcher(
+                lambda: catalog.get(DEFAULT_COLLECTION), settings.watch_paths,
+                log=logging.getLogger("uvicorn.error").info).start())
+        if settings.crawl_every_s:  # `qa serve --crawl-every`: one crawl at a time, own thread
+            app.state.background.append(CrawlSchedule(
+                settings.crawl_every_s, settings.crawl_urls).start(catalog))
+        async with app.state.mcp.running():  # /mcp's transport lives as long as the app
+            yield
     finally:
+        for runner in app.state.background:
+            runner.stop()
         if app.state.query_log is not None:
             app.state.query_log.close()
         catalog.close()
@@ -110,6 +126,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.include_router(metrics_router)
     app.include_router(analytics_router)
     app.include_router(feedback_router(settings))
+    app.state.mcp = McpEndpoint(settings)  # MCP for agents, with /ask's keys and limits
+    app.add_route("/mcp", app.state.mcp, include_in_schema=False)
     return app
 
 
