@@ -112,7 +112,8 @@ def parse_duration(text: str) -> float:
 
 def normalize_url(url: str, base: str | None = None) -> str | None:
     """An absolute http(s) URL without its fragment, scheme and host lower-cased, default port
-    dropped, an empty path made "/"; None for anything else (mailto:, javascript:, garbage)."""
+    dropped, dot segments resolved, an empty path made "/"; None for anything else (mailto:,
+    javascript:, garbage)."""
     try:
         absolute = urljoin(base, url.strip()) if base else url.strip()
         parts = urlsplit(urldefrag(absolute)[0])
@@ -127,7 +128,10 @@ def normalize_url(url: str, base: str | None = None) -> str | None:
         host = f"[{host}]"
     if port is not None and port != {"http": 80, "https": 443}[scheme]:
         host = f"{host}:{port}"
-    return urlunsplit((scheme, host, parts.path or "/", parts.query, ""))
+    # Dot segments resolved (urljoin does it for a path joined to a root): an id holds none.
+    path = urlsplit(urljoin("http://h/", parts.path or "/")).path if "." in parts.path else (
+        parts.path or "/")
+    return urlunsplit((scheme, host, path, parts.query, ""))
 
 
 def origin_of(url: str) -> str:
@@ -592,66 +596,122 @@ def crawl_site(collection: Collection, options: CrawlOptions, *,
                on_commit: Callable[[list[str]], None] | None = None) -> CrawlSummary:
     """Crawl the site into `collection`; see the module docstring for the rules."""
     with crawl_lock(collection.directory):
-        return _crawl(collection, options, progress=sys.stderr.isatty() if progress is None
-                      else progress, stop=stop, on_commit=on_commit)
+        crawl = SiteCrawl(collection, options, stop=stop, on_commit=on_commit)
+        return crawl.run(progress=sys.stderr.isatty() if progress is None else progress)
 
 
-def _crawl(collection: Collection, options: CrawlOptions, *, progress: bool,
-           stop: threading.Event | None,
-           on_commit: Callable[[list[str]], None] | None) -> CrawlSummary:
-    from tqdm import tqdm
+class SiteCrawl:
+    """One crawl: the frontier, what this run saw, and the group of pages not yet committed."""
 
-    started = time.perf_counter()
-    summary = CrawlSummary()
-    state = read_state(collection.directory)
-    fetcher = Fetcher(options, summary)
-    robots = Robots(fetcher)
-    origins = options.origins
+    def __init__(self, collection: Collection, options: CrawlOptions, *,
+                 stop: threading.Event | None = None,
+                 on_commit: Callable[[list[str]], None] | None = None) -> None:
+        self.collection = collection
+        self.options = options
+        self.stop = stop or threading.Event()
+        self.on_commit = on_commit
+        self.summary = CrawlSummary()
+        self.state = read_state(collection.directory)
+        self.fetcher = Fetcher(options, self.summary)
+        self.robots = Robots(self.fetcher)
+        self.frontier: deque[str] = deque()
+        self.queued: set[str] = set()
+        self.left: set[str] = set()  # pages that left the sitemaps (deleted with --prune)
+        self.done: set[str] = set()  # URLs and document ids written or confirmed this run
+        self.gone: set[str] = set()  # answered 404/410, or now redirect elsewhere
+        self.ruled_out: set[str] = set()  # robots.txt, noindex or the patterns keep out
+        self.unreachable: set[str] = set()  # origins whose robots.txt could not be read
+        self.retry: list[str] = []  # pages to ask for first next time
+        self.pending: list[Document] = []
+        self.pending_since = 0.0
 
-    def why_not(url: str) -> str | None:
-        if origin_of(url) not in origins:
+    def run(self, *, progress: bool) -> CrawlSummary:
+        from tqdm import tqdm
+
+        started = time.perf_counter()
+        try:
+            listed, whole = self.plan()
+            requested = 0
+            with tqdm(total=len(self.frontier), unit="page", disable=not progress,
+                      desc="crawling") as bar:
+                while self.frontier and requested < self.options.max_pages:
+                    if self.stop.is_set():
+                        break
+                    url = self.frontier.popleft()
+                    bar.total = min(requested + len(self.frontier) + 1, self.options.max_pages)
+                    bar.update(1)
+                    if url not in self.done and self.admit(url):
+                        requested += 1
+                        self.crawl_page(url)
+            self.flush()
+        finally:
+            self.fetcher.close()
+        if self.options.prune and not self.stop.is_set():
+            self.prune()
+        self.collection.save_snapshot()
+        self.summary.seconds = time.perf_counter() - started
+        self.summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.finish(listed, whole)
+        return self.summary
+
+    def plan(self) -> tuple[list[str], bool]:
+        """Fill the frontier: pages to retry or left unvisited last time, the start URLs, the
+        sitemaps' pages and every page crawled before. Returns the sitemaps' pages and whether
+        every sitemap was read whole."""
+        origins = self.options.origins
+        sitemaps = list(self.options.sitemaps)
+        for origin in sorted(origins):  # robots.txt may name the site's sitemaps
+            sitemaps += [u for u in map(normalize_url, self.robots.sitemaps(origin))
+                         if u and origin_of(u) in origins]
+        sitemaps = list(dict.fromkeys(sitemaps))
+        listed, whole = read_sitemaps(self.fetcher, self.robots, sitemaps, self.summary)
+        # Judged only when every sitemap was read whole this run: a sitemap that failed to
+        # load says nothing about its pages.
+        if sitemaps and whole:
+            self.left = set(self.saved_urls("sitemap_pages")) - set(listed)
+        for url in (*self.saved_urls("retry"), *self.saved_urls("frontier"),
+                    *self.options.seeds, *listed, *crawled_ids(self.collection, origins)):
+            self.enqueue(url)
+        return listed, whole
+
+    def saved_urls(self, key: str) -> list[str]:
+        value = self.state.get(key)
+        return [u for u in value if isinstance(u, str)] if isinstance(value, list) else []
+
+    def enqueue(self, url: str) -> None:
+        # Links are capped too: a site of endless generated URLs cannot fill memory.
+        if (url not in self.queued and len(self.queued) < 10 * MAX_PAGES
+                and not (self.options.prune and url in self.left)):
+            self.queued.add(url)
+            self.frontier.append(url)
+
+    def why_not(self, url: str) -> str | None:
+        """Why `url` may not be fetched (off the site, too long, the patterns, robots.txt)."""
+        if origin_of(url) not in self.options.origins:
             return "off the site"
         if len(url) > MAX_URL_CHARS:
             return f"URL over {MAX_URL_CHARS} characters"
-        if not options.wanted(url):
+        if not self.options.wanted(url):
             return "left out by --include/--exclude"
-        return robots.why_not(url)
+        return self.robots.why_not(url)
 
-    sitemap_urls = list(options.sitemaps)
-    for origin in sorted(origins):  # robots.txt may name the site's sitemaps
-        sitemap_urls += [u for u in map(normalize_url, robots.sitemaps(origin))
-                         if u and origin_of(u) in origins]
-    sitemap_urls = list(dict.fromkeys(sitemap_urls))
-    listed, sitemaps_whole = read_sitemaps(fetcher, robots, sitemap_urls, summary)
-    before = state.get("sitemap_pages")
-    before = [u for u in before if isinstance(u, str)] if isinstance(before, list) else []
-    # Pages that left the sitemaps since a crawl read them, judged only when every sitemap
-    # was read whole this run (a sitemap that failed to load says nothing about its pages).
-    left = (set(before) - set(listed)) if sitemap_urls and sitemaps_whole else set()
-    known = crawled_ids(collection, origins)
-    retry = [u for key in ("retry", "frontier") if isinstance(state.get(key), list)
-             for u in state[key] if isinstance(u, str)]
+    def admit(self, url: str) -> bool:
+        """Whether to fetch `url`; a page kept out is remembered for --prune."""
+        why = self.why_not(url)
+        if why is None:
+            return True
+        if why.startswith("robots.txt "):  # unreadable: nothing on that site is fetched
+            origin = origin_of(url)
+            if origin not in self.unreachable:
+                self.unreachable.add(origin)
+                self.summary.errors.append((f"{origin}/robots.txt", why))
+            self.retry.append(url)
+        elif why != "off the site":
+            self.ruled_out.add(url)
+        return False
 
-    frontier: deque[str] = deque()
-    queued: set[str] = set()
-
-    def enqueue(url: str | None) -> None:
-        if url and url not in queued and not (options.prune and url in left):
-            queued.add(url)
-            frontier.append(url)
-
-    for url in (*retry, *options.seeds, *listed, *known):
-        enqueue(url)
-    done: set[str] = set()  # URLs and document ids written or confirmed this run
-    gone: set[str] = set()  # answered 404/410, or now redirect elsewhere
-    ruled_out: set[str] = set()  # robots.txt or the patterns now keep out
-    unreachable: set[str] = set()  # origins whose robots.txt could not be read
-    to_retry: list[str] = []
-    pending: list[Document] = []
-    pending_since = 0.0
-
-    def validators_for(url: str) -> dict[str, str]:
-        stored = crawl_meta(collection, url) or {}
+    def validators_for(self, url: str) -> dict[str, str]:
+        stored = crawl_meta(self.collection, url) or {}
         headers = {}
         if isinstance(stored.get("etag"), str):
             headers["If-None-Match"] = stored["etag"]
@@ -659,127 +719,106 @@ def _crawl(collection: Collection, options: CrawlOptions, *, progress: bool,
             headers["If-Modified-Since"] = stored["last_modified"]
         return headers
 
-    def save_frontier() -> None:
-        """Before a commit: what is left to visit (links of the pages about to be committed
-        included), so that a crawl killed after it still reaches the pages they link to."""
-        write_state(collection.directory, state | {
-            "options": options.to_dict(), "retry": list(dict.fromkeys(retry + to_retry)),
-            "frontier": list(frontier)[:MAX_PAGES]})
-
-    def flush() -> None:
-        nonlocal pending
-        if pending:
-            save_frontier()
-            summary.record(collection.add(pending, progress=False))
-            if on_commit:
-                on_commit([d.id for d in pending])
-            pending = []
-
-    def crawl_one(url: str) -> None:
-        nonlocal pending_since
+    def crawl_page(self, url: str) -> None:
+        summary = self.summary
         try:
-            fetched = fetcher.get(
-                url, limit=MAX_RESPONSE_BYTES, headers_for=validators_for, allowed=why_not,
-                body_if=lambda r: media_suffix(r.headers) is not None)
+            fetched = self.fetcher.get(
+                url, limit=MAX_RESPONSE_BYTES, headers_for=self.validators_for,
+                allowed=self.why_not, body_if=lambda r: media_suffix(r.headers) is not None)
         except PageError as exc:
             summary.errors.append((url, exc.reason))
             if exc.retry:
-                to_retry.append(url)
+                self.retry.append(url)
             return
         final = fetched.url
         if final != url:
-            gone.add(url)  # the page now lives elsewhere; its old id goes with --prune
-        if final in done:
+            self.gone.add(url)  # the page now lives elsewhere; its old id goes with --prune
+        if final in self.done:
             return  # a redirect to a page crawled already
         if fetched.status == 304:
-            done.add(final)
+            self.done.add(final)
             summary.unchanged += 1
-            return
-        if fetched.status in (404, 410):
-            gone.add(final)
-            return
-        if fetched.status != 200:
+        elif fetched.status in (404, 410):
+            self.gone.add(final)
+        elif fetched.status != 200:
             summary.errors.append((final, f"answered HTTP {fetched.status}"))
             if fetched.status >= 500 or fetched.status in (408, 429):
-                to_retry.append(url)
-            return
-        suffix = media_suffix(fetched.headers)
-        if suffix is None:
+                self.retry.append(url)
+        elif (suffix := media_suffix(fetched.headers)) is None:
             summary.skipped += 1
-            return
-        links = page_links(fetched.body, final) if suffix == ".html" else PageLinks()
-        for link in links.links:
-            if link not in done and origin_of(link) in origins:
-                enqueue(link)
-        doc_id = final
-        if links.canonical and origin_of(links.canonical) in origins and not id_problem(
-                links.canonical):
-            doc_id = links.canonical
-        noindex = links.noindex or "noindex" in fetched.headers.get("x-robots-tag", "").lower()
-        if doc_id in done or noindex:
-            summary.skipped += 1
-            done.add(final)
-            return
-        done.update((final, doc_id))
-        try:
-            document = page_document(doc_id, fetched.body, suffix, validators_of(fetched.headers))
-        except QAError as exc:
-            summary.errors.append((final, exc.detail))
-            return
-        if not pending:
-            pending_since = time.monotonic()
-        pending.append(document)
-        chunks = sum(max(1, len(d.text) // CHARS_PER_CHUNK) for d in pending)
-        if (chunks >= GROUP_CHUNKS or len(pending) >= GROUP_PAGES
-                or time.monotonic() - pending_since >= GROUP_SECONDS):
-            flush()
+        else:
+            self.take_page(fetched, suffix)
 
-    requested = 0
-    with tqdm(total=len(frontier), unit="page", disable=not progress, desc="crawling") as bar:
+    def take_page(self, fetched: Fetched, suffix: str) -> None:
+        """A 200 of a type we index: follow its links, then load it under its canonical id."""
+        origins = self.options.origins
+        links = page_links(fetched.body, fetched.url) if suffix == ".html" else PageLinks()
+        for link in links.links:
+            if link not in self.done and origin_of(link) in origins:
+                self.enqueue(link)
+        doc_id = fetched.url
+        if (links.canonical and origin_of(links.canonical) in origins
+                and not id_problem(links.canonical)):
+            doc_id = links.canonical
+        if links.noindex or "noindex" in fetched.headers.get("x-robots-tag", "").lower():
+            self.summary.skipped += 1
+            self.ruled_out.update((fetched.url, doc_id))
+            return
+        if doc_id in self.done:
+            self.summary.skipped += 1
+            self.done.add(fetched.url)  # another URL of a page indexed this run
+            return
+        self.done.update((fetched.url, doc_id))
         try:
-            while frontier and requested < options.max_pages:
-                if stop is not None and stop.is_set():
-                    break
-                url = frontier.popleft()
-                bar.total = min(requested + len(frontier) + 1, options.max_pages)
-                bar.update(1)
-                if url in done:
-                    continue
-                why = why_not(url)
-                if why is None:
-                    requested += 1
-                    crawl_one(url)
-                elif why.startswith("robots.txt "):  # unreadable: nothing there is fetched
-                    if origin_of(url) not in unreachable:
-                        unreachable.add(origin_of(url))
-                        summary.errors.append((origin_of(url) + "/robots.txt", why))
-                    to_retry.append(url)
-                elif why != "off the site":
-                    ruled_out.add(url)
-            flush()
-        finally:
-            fetcher.close()
-    finished = not frontier and (stop is None or not stop.is_set())
-    if options.prune and (stop is None or not stop.is_set()):
-        for doc_id in sorted((gone | left | ruled_out) - done):
-            if crawl_meta(collection, doc_id) is not None:
+            document = page_document(doc_id, fetched.body, suffix,
+                                     validators_of(fetched.headers))
+        except QAError as exc:
+            self.summary.errors.append((fetched.url, exc.detail))
+            return
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        self.pending.append(document)
+        chunks = sum(max(1, len(d.text) // CHARS_PER_CHUNK) for d in self.pending)
+        if (chunks >= GROUP_CHUNKS or len(self.pending) >= GROUP_PAGES
+                or time.monotonic() - self.pending_since >= GROUP_SECONDS):
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the pending pages (one transaction), after saving the frontier: the links
+        of the pages about to be committed are in it, so a crawl killed after the commit still
+        reaches the pages they lead to."""
+        if not self.pending:
+            return
+        write_state(self.collection.directory, self.state | {
+            "options": self.options.to_dict(),
+            "retry": list(dict.fromkeys(self.saved_urls("retry") + self.retry)),
+            "frontier": list(self.frontier)[:MAX_PAGES]})
+        self.summary.record(self.collection.add(self.pending, progress=False))
+        if self.on_commit:
+            self.on_commit([d.id for d in self.pending])
+        self.pending = []
+
+    def prune(self) -> None:
+        """Delete crawled pages that went away, left the sitemaps or are now kept out."""
+        for doc_id in sorted((self.gone | self.left | self.ruled_out) - self.done):
+            if crawl_meta(self.collection, doc_id) is not None:
                 with suppress(DocumentNotFound):
-                    collection.delete(doc_id)
-                    summary.pruned += 1
-    collection.save_snapshot()
-    summary.seconds = time.perf_counter() - started
-    summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    # Pages that left a sitemap stay remembered until a --prune run deletes them.
-    still_left = sorted(left) if not options.prune else []
-    write_state(collection.directory, {
-        "options": options.to_dict(),
-        "sitemap_pages": (listed + still_left) if sitemaps_whole else before,
-        "retry": list(dict.fromkeys(to_retry))[:MAX_PAGES],
-        "frontier": list(frontier)[:MAX_PAGES],  # left by --max-pages or a stop
-        "last": summary.to_dict() | {"complete": finished, "failed_pages": [
-            {"url": u, "reason": r} for u, r in summary.errors[:20]]},
-    })
-    return summary
+                    self.collection.delete(doc_id)
+                    self.summary.pruned += 1
+
+    def finish(self, listed: list[str], whole: bool) -> None:
+        """Save the state the next crawl starts from, and this crawl's summary."""
+        # Pages that left a sitemap stay remembered until a --prune run deletes them.
+        left = sorted(self.left) if not self.options.prune else []
+        complete = not self.frontier and not self.stop.is_set()
+        write_state(self.collection.directory, {
+            "options": self.options.to_dict(),
+            "sitemap_pages": listed + left if whole else self.saved_urls("sitemap_pages"),
+            "retry": list(dict.fromkeys(self.retry))[:MAX_PAGES],
+            "frontier": list(self.frontier)[:MAX_PAGES],  # left by --max-pages or a stop
+            "last": self.summary.to_dict() | {"complete": complete, "failed_pages": [
+                {"url": u, "reason": r} for u, r in self.summary.errors[:20]]},
+        })
 
 
 def crawl_meta(collection: Collection, doc_id: str) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from fpdf import FPDF
 
 from qa.cli import cli
 from qa.collection import Collection, drift_in
-from qa.crawl import CrawlOptions, crawl_site, parse_duration, sitemap_locs
+from qa.crawl import CrawlOptions, crawl_site, page_links, parse_duration, sitemap_locs
 from qa.embedding import Embedder
 from qa.errors import InvalidInput
 from qa.retrieval import retrieve
@@ -158,7 +159,8 @@ def site() -> Iterator[Site]:
     # The home page links to page 5 under a second URL; page 5 names its canonical URL.
     site.files["/"] = ("text/html", b"<html><head><title>Lighthouses</title></head><body>"
                        b"<nav><a href='/docs/page-01.html'>Docs</a> <a href='/docs/page-05."
-                       b"html?ref=home'>Featured</a> <a href='/logo.png'>Logo</a></nav>"
+                       b"html?ref=home'>Featured</a> <a href='/logo.png'>Logo</a> "
+                       b"<a href='/away'>Away</a></nav>"
                        b"<main><p>Welcome to the registry of the lighthouses of the "
                        b"northern islands, their towers and keepers."
                        b"</p></main></body></html>")
@@ -170,6 +172,7 @@ def site() -> Iterator[Site]:
     site.files["/robots.txt"] = ("text/plain", (
         f"User-agent: *\nDisallow: /private/\nSitemap: {site.url}/sitemap.xml\n").encode())
     site.redirects["/old-page.html"] = "/docs/page-03.html"
+    site.redirects["/away"] = "http://127.0.0.1:1/docs/page-01.html"  # another origin
     site.failing.add("/broken.html")
     site.write_sitemaps()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -205,13 +208,16 @@ def stored_ids(collection: Collection) -> set[str]:
 def test_first_crawl_indexes_every_allowed_page_and_nothing_robots_forbids(
         site: Site, crawled: tuple[Collection, list[object]]) -> None:
     collection, (summary, *_) = crawled
+    print(f"first crawl: {summary.line()}")  # type: ignore[attr-defined]  # README's numbers
     ids = stored_ids(collection)
     assert ids == allowed_ids(site)
     assert not any("/private/" in i for i in ids)
     assert not any(p.startswith("/private/") for p, _ in site.log)  # never even asked for
     assert summary.added == len(allowed_ids(site))  # type: ignore[attr-defined]
-    assert [u for u, _ in summary.errors] == [f"{site.url}/broken.html"]  # type: ignore
-    assert "HTTP 500" in summary.errors[0][1]  # type: ignore[attr-defined]
+    failed = dict(summary.errors)  # type: ignore[attr-defined]
+    assert set(failed) == {f"{site.url}/broken.html", f"{site.url}/away"}
+    assert "HTTP 500" in failed[f"{site.url}/broken.html"]
+    assert failed[f"{site.url}/away"].startswith("redirects off the site")  # not followed
     # The PNG (not HTML/PDF/DOCX) and page 5's second URL (its canonical one is indexed).
     assert summary.skipped == 2  # type: ignore[attr-defined]
     assert ("/old-page.html", 301) in site.log and ("/docs/page-03.html", 200) in site.log
@@ -243,6 +249,7 @@ def test_unchanged_site_costs_one_304_a_page_and_no_embedding(
     calls = embedder.calls
     summary = crawl_site(collection, CrawlOptions(seeds=(site.url + "/",), delay=0),
                          progress=False)
+    print(f"unchanged crawl: {summary.line()}")
     pages = site.page_requests()
     answered = {p: s for p, s in pages}
     assert embedder.calls == calls
@@ -267,6 +274,7 @@ def test_prune_deletes_pages_gone_or_left_the_sitemap_and_replaces_a_changed_one
     site.write_sitemaps()
     summary = crawl_site(collection, CrawlOptions(seeds=(site.url + "/",), delay=0,
                                                   prune=True), progress=False)
+    print(f"pruning crawl: {summary.line()}")
     assert (summary.replaced, summary.pruned) == (1, 2)
     assert summary.unchanged == len(before) - 3
     assert summary.added == 0
@@ -305,10 +313,19 @@ def test_crawl_killed_half_way_loses_nothing(site: Site, embedder: Embedder,
         assert embedder.calls == calls  # every committed chunk kept its vector
         kept = stored_ids(collection)
         assert len(kept) >= 16  # the group committed before the kill
-        summary = crawl_site(collection, CrawlOptions(seeds=(site.url + "/",), delay=0),
-                             progress=False)
+    finally:
+        collection.close()
+    # No URL: `qa crawl` repeats the options the killed crawl saved before its first commit.
+    again = subprocess.run([str(Path(sys.executable).parent / "qa"), "crawl", "--index",
+                            str(index)], cwd=ROOT, env=env, capture_output=True, text=True)
+    print(f"crawl after the kill: {again.stderr.splitlines()[-1]}")
+    assert again.returncode == 1  # the page that answers 500
+    assert f"error: {site.url}/broken.html: answered HTTP 500" in again.stderr
+    unchanged = int(re.search(r"(\d+) unchanged", again.stderr).group(1))  # type: ignore
+    assert unchanged >= len(kept)  # their validators were committed with them
+    collection = Collection.open(settings, embedder)
+    try:
         assert stored_ids(collection) == allowed_ids(site)
-        assert summary.unchanged >= len(kept)  # their validators were committed with them
     finally:
         collection.close()
     checked = subprocess.run([str(Path(sys.executable).parent / "qa"), "check", "--index",
@@ -335,6 +352,21 @@ def test_serve_crawl_every_shows_the_last_crawl_in_healthz(
         assert last["failed"] == 1 and last["complete"] is True
         answer = http.post("/ask", json={"question": "Who lit the lamp on island 12?"}).json()
         assert answer["passages"][0]["citation"]["url"] == f"{site.url}/docs/page-12.html"
+
+
+def test_page_links_read_canonical_base_nofollow_and_robots_meta() -> None:
+    found = page_links(b'<html><head><base href="https://a.example/docs/">'
+                       b'<link rel="canonical" href="intro#top">'
+                       b'<meta name="robots" content="noindex"></head><body>'
+                       b'<a href="next.html#part">next</a> <a href="mailto:x@a.example">mail</a>'
+                       b'<a rel="nofollow" href="/login">log in</a>'
+                       b'<a href="HTTPS://A.EXAMPLE:443/up/../faq">faq</a></body></html>',
+                       "https://a.example/docs/page")
+    assert found.canonical == "https://a.example/docs/intro"
+    assert found.links == ["https://a.example/docs/next.html", "https://a.example/faq"]
+    assert found.noindex and not found.nofollow
+    assert page_links(b'<meta name="robots" content="none"><a href="/x">x</a>',
+                      "https://a.example/").links == []
 
 
 def test_sitemap_gzip_and_index_are_read() -> None:
