@@ -354,6 +354,40 @@ def test_serve_crawl_every_shows_the_last_crawl_in_healthz(
         assert answer["passages"][0]["citation"]["url"] == f"{site.url}/docs/page-12.html"
 
 
+def test_robots_crawl_delay_spaces_requests_and_disallow_holds(
+        embedder: Embedder, tmp_path: Path) -> None:
+    site = Site()
+    stamps: list[float] = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(site))
+    site.url = f"http://127.0.0.1:{server.server_address[1]}"
+    for n in range(1, 4):
+        site.files[f"/docs/page-{n:02d}.html"] = ("text/html", page_html(n))
+    site.files["/robots.txt"] = ("text/plain", b"User-agent: qa-crawler\nCrawl-delay: 0.3\n"
+                                 b"Disallow: /docs/page-03.html\n")
+    handler = server.RequestHandlerClass
+    original = handler.do_GET  # type: ignore[attr-defined]
+
+    def timed(self: BaseHTTPRequestHandler) -> None:
+        stamps.append(time.monotonic())
+        original(self)
+
+    handler.do_GET = timed  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    collection = Collection.open(Settings(index_dir=tmp_path / "index"), embedder, create=True)
+    try:
+        summary = crawl_site(collection, CrawlOptions(
+            seeds=tuple(f"{site.url}/docs/page-{n:02d}.html" for n in range(1, 4)), delay=0),
+            progress=False)
+        assert stored_ids(collection) == {f"{site.url}/docs/page-0{n}.html" for n in (1, 2)}
+        assert not summary.errors
+    finally:
+        collection.close()
+        server.shutdown()
+    assert ("/docs/page-03.html", 200) not in site.log
+    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    assert len(gaps) >= 2 and min(gaps) >= 0.29  # robots.txt's delay, though --delay is 0
+
+
 def test_page_links_read_canonical_base_nofollow_and_robots_meta() -> None:
     found = page_links(b'<html><head><base href="https://a.example/docs/">'
                        b'<link rel="canonical" href="intro#top">'
