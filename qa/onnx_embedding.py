@@ -26,7 +26,7 @@ from qa.errors import InvalidInput
 Vectors = npt.NDArray[np.float32]
 
 # Bump when the exported graph changes (inputs, pooling, opset): old files are then ignored.
-GRAPH_VERSION = "1"
+GRAPH_VERSION = "2"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 POOLING_MODES = ("mean", "cls")
 
@@ -139,17 +139,22 @@ def ensure_onnx(model_dir: Path, cache_dir: Path | None = None) -> Path:
 
 
 def export_onnx(model_dir: Path) -> bytes:
-    """The model as ONNX bytes: transformer, pooling and normalisation in one graph. Needs
-    torch (and onnxscript for its exporter) once; the ONNX backend never imports torch."""
+    """The model as ONNX bytes: transformer, pooling and normalisation in one graph, with
+    ONNX Runtime's transformer fusions (Attention, SkipLayerNormalization, BiasGelu) applied.
+    Needs torch once; the ONNX backend never imports it."""
     import warnings
 
     import torch
+    from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     mode = pooling_mode(model_dir)
-    base = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+    # Eager attention exports as the MatMul/Softmax pattern ORT fuses into one Attention op;
+    # the SDPA export does not fuse (measured: 1.4x fewer chunks/s on 256-token batches).
+    base = AutoModel.from_pretrained(str(model_dir), local_files_only=True,
+                                     attn_implementation="eager").eval()
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:
@@ -170,16 +175,23 @@ def export_onnx(model_dir: Path) -> bytes:
     ids = torch.ones(2, 16, dtype=torch.long)
     mask = ids.clone()
     mask[1, 9:] = 0
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=8192)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in names}
     with tempfile.TemporaryDirectory() as work, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = Path(work) / "model.onnx"
+        # The TorchScript exporter (torch pins 2.13): ORT's BERT fusions match its graph; the
+        # dynamo exporter's graph (onnxscript-optimised) they do not, and it ran 1.4x slower.
         torch.onnx.export(
-            Pooled().eval(), (ids, mask, torch.zeros_like(ids)), str(out), dynamo=True,
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["sentence_embedding"], external_data=False,
-            dynamic_shapes=({0: batch, 1: seq},) * 3, verbose=False,
+            Pooled().eval(), (ids, mask, torch.zeros_like(ids)), str(out), dynamo=False,
+            input_names=names, output_names=["sentence_embedding"],
+            dynamic_axes={**axes, "sentence_embedding": {0: "batch"}}, opset_version=17,
         )
+        config = _read_json(model_dir / "config.json")
+        fused = optimize_model(str(out), model_type="bert", opt_level=0,
+                               num_heads=int(config.get("num_attention_heads") or 0),
+                               hidden_size=int(config.get("hidden_size") or 0))
+        fused.save_model_to_file(str(out))
         return out.read_bytes()
 
 
@@ -211,7 +223,9 @@ class OnnxEncoder:
         options.intra_op_num_threads = threads or max(1, min(os.cpu_count() or 1, 8))
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # EXTENDED fuses attention, GELU and LayerNorm; ALL adds only layout rewrites for
+        # convolutions, nothing for this graph, at a longer session start (the CLI pays it).
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.log_severity_level = 3
         path = model_file or ensure_onnx(model_dir, cache_dir)
         self.path = path
