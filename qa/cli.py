@@ -367,6 +367,7 @@ def serve(host: str | None, port: int | None, workers: int, watch_paths: tuple[P
     """
     from qa.collection import MANIFEST
     from qa.crawl import CrawlOptions, parse_duration
+    from qa.settings import CRAWL_EVERY_MAX_S, CRAWL_EVERY_MIN_S
 
     if crawl_urls and not crawl_every:
         fail("--crawl needs --crawl-every DURATION", 2)
@@ -374,6 +375,9 @@ def serve(host: str | None, port: int | None, workers: int, watch_paths: tuple[P
         fail("--crawl-every needs --workers 1; with several workers run `qa crawl` on a "
              "schedule (cron) beside `qa serve`", 2)
     every = parse_duration(crawl_every) if crawl_every else None
+    if every is not None and not CRAWL_EVERY_MIN_S <= every <= CRAWL_EVERY_MAX_S:
+        fail(f"--crawl-every must be between {CRAWL_EVERY_MIN_S // 60}m and "
+             f"{CRAWL_EVERY_MAX_S // 86400}d (got {crawl_every})", 2)
     if crawl_urls:
         CrawlOptions(seeds=crawl_urls)  # a bad URL is refused now, not at the first crawl
 

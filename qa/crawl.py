@@ -20,10 +20,15 @@ Rules worth knowing:
 - Pages are committed in small groups (one transaction each), so a crawl killed half-way keeps
   every group it committed and the next crawl asks for those with their validators.
 - The crawl never leaves the origins (scheme, host, port) of its seeds and sitemaps.
+- robots.txt and sitemaps are asked for with their validators too: their text (robots.txt) or
+  their URLs (a sitemap) are kept in crawl.json, so on a 304 the stored copy is read instead,
+  and counts as read whole for pruning. A copy is kept only with a validator and within a size
+  budget; one over it is simply fetched whole each run.
 
 State that is not an index (the last crawl's options, its sitemap's URLs, pages to retry, its
-summary) is kept in `crawl.json` beside the collection's database; losing it costs only the
-retries and one run's sitemap pruning.
+summary, robots.txt and sitemaps with their validators) is kept in `crawl.json` beside the
+collection's database; losing it costs only the retries, one run's sitemap pruning and full
+fetches of robots.txt and the sitemaps.
 """
 
 from __future__ import annotations
@@ -86,6 +91,8 @@ PAGE_DEADLINE_S = 60.0  # a whole response: a server dripping bytes cannot hold 
 GROUP_PAGES = 16  # commit at least every 16 pages ...
 GROUP_SECONDS = 10.0  # ... or 10 s, so a slow, polite crawl keeps what it has
 STATE_FILE = "crawl.json"
+MAX_STATE_BYTES = 64 * 1024 * 1024  # crawl.json is never written larger than it is read
+MAX_STORED_CHARS = 16 * 1024 * 1024  # robots.txt and sitemap copies kept in it, all together
 LOCK_FILE = "crawl.lock"
 log = logging.getLogger("uvicorn.error")  # the server's log, where a crawl reports
 META_KEY = "crawl"  # metadata["crawl"] = {"etag": ..., "last_modified": ...}
@@ -237,15 +244,29 @@ def read_state(directory: Path) -> dict[str, Any]:
     """crawl.json, or {} when it is missing or unreadable (it holds nothing indexed)."""
     try:
         with open(directory / STATE_FILE, "rb") as file:
-            data = json.loads(file.read(64 * 1024 * 1024))
+            data = json.loads(file.read(MAX_STATE_BYTES))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def write_state(directory: Path, state: dict[str, Any]) -> None:
+    """crawl.json replaced whole (a reader sees the old file or the new one), and never larger
+    than read_state reads: past MAX_STATE_BYTES the stored robots.txt and sitemaps go first (a
+    cache), then the URL lists are cut (pages then missed are found again by later crawls)."""
+    data = json.dumps(state, ensure_ascii=False).encode()
+    if len(data) > MAX_STATE_BYTES:
+        state = {k: v for k, v in state.items() if k != "stored"}
+        data = json.dumps(state, ensure_ascii=False).encode()
+    while len(data) > MAX_STATE_BYTES and any(isinstance(v, list) and v
+                                              for v in state.values()):
+        state = {k: v[:len(v) // 2] if isinstance(v, list) else v for k, v in state.items()}
+        data = json.dumps(state, ensure_ascii=False).encode()
     tmp = directory / f"{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, ensure_ascii=False), "utf-8")
+    with open(tmp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(tmp, directory / STATE_FILE)
 
 
@@ -388,11 +409,50 @@ def read_capped(response: httpx.Response, limit: int) -> bytes:
 # -- robots.txt and sitemaps -----------------------------------------------------------------
 
 
+class StoredResponses:
+    """robots.txt and sitemaps as last read, with their validators (crawl.json's "stored"):
+    what this run fetched or confirmed with a 304 is kept, the rest forgotten."""
+
+    def __init__(self, saved: object) -> None:
+        self.saved: dict[str, Any] = saved if isinstance(saved, dict) else {}
+        self.kept: dict[str, dict[str, Any]] = {}  # url → {"etag", "last_modified", "content"}
+        self.chars = 0
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Validators to send, only for a URL whose content is stored: a 304 must have
+        something to stand for."""
+        entry = self.saved.get(url)
+        if not isinstance(entry, dict) or "content" not in entry:
+            return {}
+        return conditional_headers(entry)
+
+    def reuse(self, url: str) -> Any:
+        """The stored content of a URL that answered 304 (kept for next run), or None."""
+        entry = self.saved.get(url)
+        if not self.headers_for(url) or not isinstance(entry, dict):
+            return None
+        self._keep(url, entry)
+        return entry["content"]
+
+    def keep(self, url: str, headers: httpx.Headers, content: Any) -> None:
+        """Remember a 200's content with its validators (none: nothing to ask with)."""
+        validators = validators_of(headers)
+        if validators:
+            self._keep(url, validators | {"content": content})
+
+    def _keep(self, url: str, entry: dict[str, Any]) -> None:
+        chars = len(json.dumps(entry, ensure_ascii=False))
+        if self.chars + chars <= MAX_STORED_CHARS:  # over the budget: fetched whole next run
+            self.kept[url] = entry
+            self.chars += chars
+
+
 class Robots:
     """robots.txt per origin, read with protego (Google's rules: wildcards, longest match)."""
 
-    def __init__(self, fetcher: Fetcher) -> None:
+    def __init__(self, fetcher: Fetcher, stored: StoredResponses) -> None:
         self.fetcher = fetcher
+        self.stored = stored
         self.rules: dict[str, Any] = {}  # origin → Protego, or None: every path allowed
         self.unavailable: dict[str, str] = {}  # origin → why nothing there is fetched this run
 
@@ -402,12 +462,16 @@ class Robots:
         if origin in self.rules or origin in self.unavailable:
             return
         try:
-            fetched = self.fetcher.get(f"{origin}/robots.txt", limit=MAX_ROBOTS_BYTES * 4)
+            fetched = self.fetcher.get(f"{origin}/robots.txt", limit=MAX_ROBOTS_BYTES * 4,
+                                       headers_for=self.stored.headers_for)
         except PageError as exc:
             self.unavailable[origin] = f"robots.txt {exc.reason}"
             return
+        text = self.stored.reuse(fetched.url) if fetched.status == 304 else None
         if fetched.status == 200:
             text = fetched.body[:MAX_ROBOTS_BYTES].decode("utf-8", "replace")
+            self.stored.keep(fetched.url, fetched.headers, text)
+        if isinstance(text, str):
             rules = Protego.parse(text)
             self.rules[origin] = rules
             delay = rules.crawl_delay(self.fetcher.options.user_agent)
@@ -439,7 +503,8 @@ class Robots:
 def read_sitemaps(fetcher: Fetcher, robots: Robots, urls: list[str],
                   summary: CrawlSummary) -> tuple[list[str], bool]:
     """Page URLs listed by these sitemaps (indexes followed, gzip undone), and whether every
-    sitemap was read whole (only then may a page missing from them be pruned).
+    sitemap was read whole (only then may a page missing from them be pruned). A sitemap that
+    answers 304 is read from its stored copy, which counts as whole.
 
     Parsed here with lxml rather than ultimate-sitemap-parser or trafilatura's sitemaps: both
     fetch on their own, past our robots, origin, size and time rules, and the format is two
@@ -460,10 +525,15 @@ def read_sitemaps(fetcher: Fetcher, robots: Robots, urls: list[str],
             complete = False
             continue
         try:
-            fetched = fetcher.get(url, limit=MAX_SITEMAP_BYTES, allowed=robots.why_not)
-            if fetched.status != 200:
+            fetched = fetcher.get(url, limit=MAX_SITEMAP_BYTES, allowed=robots.why_not,
+                                  headers_for=robots.stored.headers_for)
+            if fetched.status == 304 and (copy := stored_sitemap(robots.stored, fetched.url)):
+                kind, locs = copy
+            elif fetched.status == 200:
+                kind, locs = sitemap_locs(fetched.body)
+                robots.stored.keep(fetched.url, fetched.headers, {"kind": kind, "locs": locs})
+            else:
                 raise PageError(f"answered HTTP {fetched.status}")
-            kind, locs = sitemap_locs(fetched.body)
         except PageError as exc:
             summary.errors.append((url, f"sitemap {exc.reason}"))
             complete = False
@@ -477,6 +547,15 @@ def read_sitemaps(fetcher: Fetcher, robots: Robots, urls: list[str],
         complete = False
         summary.errors.append((queue[0], f"sitemap not read: over {MAX_SITEMAP_FILES} files"))
     return list(dict.fromkeys(pages)), complete
+
+
+def stored_sitemap(stored: StoredResponses, url: str) -> tuple[str, list[str]] | None:
+    """A sitemap's stored (kind, locs) after a 304, or None when the copy is unusable."""
+    copy = stored.reuse(url)
+    if (isinstance(copy, dict) and copy.get("kind") in ("urlset", "sitemapindex")
+            and isinstance(copy.get("locs"), list)):
+        return copy["kind"], [u for u in copy["locs"] if isinstance(u, str)]
+    return None
 
 
 def sitemap_locs(data: bytes) -> tuple[str, list[str]]:
@@ -562,6 +641,16 @@ def validators_of(headers: httpx.Headers) -> dict[str, str]:
     return {k: v[:200] for k, v in kept.items() if v}
 
 
+def conditional_headers(validators: dict[str, Any]) -> dict[str, str]:
+    """Stored validators (validators_of's keys) → the request headers that ask for a 304."""
+    headers = {}
+    if isinstance(validators.get("etag"), str):
+        headers["If-None-Match"] = validators["etag"]
+    if isinstance(validators.get("last_modified"), str):
+        headers["If-Modified-Since"] = validators["last_modified"]
+    return headers
+
+
 def page_document(doc_id: str, data: bytes, suffix: str, validators: dict[str, str]) -> Document:
     """The page's bytes through the loaders `qa index` uses. No `source`: that names a file,
     and `qa index --prune` deletes documents whose file is gone."""
@@ -613,7 +702,7 @@ class SiteCrawl:
         self.summary = CrawlSummary()
         self.state = read_state(collection.directory)
         self.fetcher = Fetcher(options, self.summary)
-        self.robots = Robots(self.fetcher)
+        self.robots = Robots(self.fetcher, StoredResponses(self.state.get("stored")))
         self.frontier: deque[str] = deque()
         self.queued: set[str] = set()
         self.left: set[str] = set()  # pages that left the sitemaps (deleted with --prune)
@@ -711,13 +800,7 @@ class SiteCrawl:
         return False
 
     def validators_for(self, url: str) -> dict[str, str]:
-        stored = crawl_meta(self.collection, url) or {}
-        headers = {}
-        if isinstance(stored.get("etag"), str):
-            headers["If-None-Match"] = stored["etag"]
-        if isinstance(stored.get("last_modified"), str):
-            headers["If-Modified-Since"] = stored["last_modified"]
-        return headers
+        return conditional_headers(crawl_meta(self.collection, url) or {})
 
     def crawl_page(self, url: str) -> None:
         summary = self.summary
@@ -792,7 +875,8 @@ class SiteCrawl:
         write_state(self.collection.directory, self.state | {
             "options": self.options.to_dict(),
             "retry": list(dict.fromkeys(self.saved_urls("retry") + self.retry)),
-            "frontier": list(self.frontier)[:MAX_PAGES]})
+            "frontier": list(self.frontier)[:MAX_PAGES],
+            "stored": self.robots.stored.kept})
         self.summary.record(self.collection.add(self.pending, progress=False))
         if self.on_commit:
             self.on_commit([d.id for d in self.pending])
@@ -816,6 +900,7 @@ class SiteCrawl:
             "sitemap_pages": listed + left if whole else self.saved_urls("sitemap_pages"),
             "retry": list(dict.fromkeys(self.retry))[:MAX_PAGES],
             "frontier": list(self.frontier)[:MAX_PAGES],  # left by --max-pages or a stop
+            "stored": self.robots.stored.kept,  # robots.txt and sitemaps, asked for with these
             "last": self.summary.to_dict() | {"complete": complete, "failed_pages": [
                 {"url": u, "reason": r} for u, r in self.summary.errors[:20]]},
         })

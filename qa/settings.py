@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Mode = Literal["hybrid", "dense", "keyword"]
+CRAWL_EVERY_MIN_S = 60  # `qa serve --crawl-every`: oftener is load on a site, not freshness
+CRAWL_EVERY_MAX_S = 30 * 86400
 
 
 class Settings(BaseSettings):
@@ -74,7 +76,7 @@ class Settings(BaseSettings):
         "background, as `qa watch` does (`qa serve --watch PATH`); separated by `:` as in PATH.",
     )
     crawl_every_s: float | None = Field(
-        None, ge=60, le=30 * 86400,
+        None, ge=CRAWL_EVERY_MIN_S, le=CRAWL_EVERY_MAX_S,
         description="`qa serve` crawls its site into the `default` collection at start and then "
         "every this many seconds, pruning what went away (`qa serve --crawl-every 6h`).",
     )

@@ -28,6 +28,7 @@ import pytest
 from click.testing import CliRunner
 from fpdf import FPDF
 
+from qa import crawl
 from qa.cli import cli
 from qa.collection import Collection, drift_in
 from qa.crawl import CrawlOptions, crawl_site, page_links, parse_duration, sitemap_locs
@@ -242,7 +243,7 @@ def test_canonical_url_is_the_id_of_a_page_reached_by_another_url(
     assert not any("ref=home" in i for i in stored_ids(collection))
 
 
-def test_unchanged_site_costs_one_304_a_page_and_no_embedding(
+def test_unchanged_site_costs_one_304_a_request_and_no_embedding(
         site: Site, crawled: tuple[Collection, list[object]], embedder: Embedder) -> None:
     collection, _ = crawled
     site.log.clear()
@@ -250,16 +251,16 @@ def test_unchanged_site_costs_one_304_a_page_and_no_embedding(
     summary = crawl_site(collection, CrawlOptions(seeds=(site.url + "/",), delay=0),
                          progress=False)
     print(f"unchanged crawl: {summary.line()}")
-    pages = site.page_requests()
-    answered = {p: s for p, s in pages}
     assert embedder.calls == calls
     assert summary.unchanged == len(allowed_ids(site))
     assert summary.added == summary.replaced == 0
-    # Every page that exists answered 304; the redirect and the failing page are the rest.
-    assert {p for p, s in pages if s == 304} == {
-        i.removeprefix(site.url) for i in allowed_ids(site)}
-    assert {s for p, s in pages if s != 304} == {500}
-    assert answered["/broken.html"] == 500  # retried (only the nav, unread, links it)
+    # Every request the server saw, robots.txt and both sitemaps included, was answered 304,
+    # once each; but the failing page's, retried (only the nav, unread, links it).
+    assert [(p, s) for p, s in site.log if s != 304] == [("/broken.html", 500)]
+    assert sorted(p for p, s in site.log if s == 304) == sorted(
+        {i.removeprefix(site.url) for i in allowed_ids(site)}
+        | {"/robots.txt", "/sitemap.xml", "/sitemap-pages.xml.gz"})
+    assert summary.requests == len(site.log)
     assert [u for u, _ in summary.errors] == [f"{site.url}/broken.html"]
 
 
@@ -283,6 +284,23 @@ def test_prune_deletes_pages_gone_or_left_the_sitemap_and_replaces_a_changed_one
     top = retrieve(collection, "What replaced the lamp of lighthouse 7 in 2024?", 1)[0]
     assert top.citation.url == f"{site.url}/docs/page-07.html"
     assert not drift_in(collection.check())
+
+
+def test_a_page_that_left_the_sitemap_is_pruned_though_the_sitemap_answers_304(
+        site: Site, crawled: tuple[Collection, list[object]]) -> None:
+    collection, _ = crawled
+    site.unlisted.add("/docs/page-10.html")
+    site.write_sitemaps()
+    options = CrawlOptions(seeds=(site.url + "/",), delay=0)
+    crawl_site(collection, options, progress=False)  # reads the new sitemap; prunes nothing
+    assert f"{site.url}/docs/page-10.html" in stored_ids(collection)
+    site.log.clear()
+    summary = crawl_site(collection, CrawlOptions.from_dict(options.to_dict() | {"prune": True}),
+                         progress=False)
+    # The stored copy of the unchanged sitemap counts as read whole: the page is judged gone.
+    assert {("/sitemap.xml", 304), ("/sitemap-pages.xml.gz", 304)} <= set(site.log)
+    assert summary.pruned == 1 and summary.added == summary.replaced == 0
+    assert f"{site.url}/docs/page-10.html" not in stored_ids(collection)
 
 
 def test_crawl_killed_half_way_loses_nothing(site: Site, embedder: Embedder,
@@ -410,6 +428,20 @@ def test_sitemap_gzip_and_index_are_read() -> None:
     assert (kind, locs) == ("urlset", ["https://a.example/x"])
 
 
+def test_crawl_state_is_never_written_larger_than_it_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crawl, "MAX_STATE_BYTES", 4000)
+    urls = [f"https://a.example/page-{n}" for n in range(200)]
+    stored = {"https://a.example/robots.txt": {"etag": '"1"', "content": "x" * 3000}}
+    crawl.write_state(tmp_path, {"options": {"seeds": urls[:1]}, "stored": stored,
+                                 "frontier": urls, "retry": urls[:10]})
+    state = crawl.read_state(tmp_path)
+    assert (tmp_path / "crawl.json").stat().st_size <= 4000
+    assert "stored" not in state  # the cache of robots.txt and sitemaps goes first
+    assert state["options"] == {"seeds": urls[:1]} and 0 < len(state["frontier"]) < len(urls)
+    assert state["frontier"] == urls[:len(state["frontier"])]  # cut at the end, order kept
+
+
 def test_durations_and_bad_options_are_refused_plainly() -> None:
     assert parse_duration("30m") == 1800 and parse_duration("6h") == 21600
     assert parse_duration("1d") == 86400
@@ -420,6 +452,8 @@ def test_durations_and_bad_options_are_refused_plainly() -> None:
     runner = CliRunner()
     result = runner.invoke(cli, ["serve", "--crawl-every", "6 weeks"])
     assert result.exit_code != 0 and "a number and a unit" in result.output
+    result = runner.invoke(cli, ["serve", "--crawl-every", "10s"])
+    assert result.exit_code == 2 and "--crawl-every must be between 1m and 30d" in result.output
     result = runner.invoke(cli, ["serve", "--crawl", "https://example.com/"])
     assert result.exit_code == 2 and "--crawl needs --crawl-every" in result.output
     result = runner.invoke(cli, ["crawl", "file:///etc/passwd"])
