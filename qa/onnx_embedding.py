@@ -227,6 +227,9 @@ class OnnxEncoder:
         # convolutions, nothing for this graph, at a longer session start (the CLI pays it).
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.log_severity_level = 3
+        # Idle pool threads sleep instead of spinning: on a small box, spinning after each
+        # question took the cores the rest of the request (keyword search, highlight) needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         path = model_file or ensure_onnx(model_dir, cache_dir)
         self.path = path
         self._session = ort.InferenceSession(str(path), options,
