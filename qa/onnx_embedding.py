@@ -1,8 +1,10 @@
 """The ONNX Runtime encoder: the sentence model exported once with torch, then run without it.
 
-Eager PyTorch spends most of a short question's time in Python dispatch; ONNX Runtime runs the
-same graph as one fused native call, and importing it costs a fraction of torch's start-up.
-Pooling and L2 normalisation are part of the exported graph, so one `run` gives the rows.
+Eager PyTorch spends most of a short question's time in per-operator dispatch; ONNX Runtime
+runs the same graph as one fused native call (measured: a question embedded ~2x faster; long
+chunks in batches, where both run the same matrix products, at the same speed), and importing
+it costs a fraction of torch's start-up. Pooling and L2 normalisation are part of the exported
+graph, so one `run` gives the rows.
 """
 
 from __future__ import annotations
