@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from qa.chunking import split_sentences
 from qa.text import STOPWORDS, WORD, split_words, stem, terms
@@ -59,14 +60,39 @@ def _has_answer_type(pattern: re.Pattern[str], sentence: str, asked: set[str],
     """Does the sentence hold something of the asked-for type, near the question's words
     (`wanted`, stemmed), that the question (`asked`, its words) does not already say? (The
     classic answer-type check of TREC QA.)"""
-    anchors = [m.start() for m in WORD.finditer(sentence)
-               if m.group(0).lower() not in STOPWORDS and stem(m.group(0).lower()) in wanted]
-    return any(
-        m.group(0).lower() not in asked
-        and m.group(0).lower() not in STOPWORDS
-        and any(abs(m.start() - a) <= ANSWER_WINDOW for a in anchors)
-        for m in pattern.finditer(sentence)
+    found = [start for start, word in _typed_words(pattern, sentence) if word not in asked]
+    # Most sentences hold nothing of the type: their words' stems are then never needed.
+    return bool(found) and any(
+        abs(start - anchor) <= ANSWER_WINDOW
+        for start in found
+        for anchor, stemmed in _anchors(sentence) if stemmed in wanted
     )
+
+
+# A sentence's analysis depends on its text alone, and the same chunks come back question after
+# question (and copies of a document share their sentences), so it is kept, by the sentence.
+ANALYSED_SENTENCES = 1 << 15
+
+
+@lru_cache(maxsize=ANALYSED_SENTENCES)
+def _typed_words(pattern: re.Pattern[str], sentence: str) -> tuple[tuple[int, str], ...]:
+    """Where `pattern` matches in the sentence, with the match lower-cased; stopwords left out."""
+    return tuple((m.start(), word) for m in pattern.finditer(sentence)
+                 if (word := m.group(0).lower()) not in STOPWORDS)
+
+
+@lru_cache(maxsize=ANALYSED_SENTENCES)
+def _anchors(sentence: str) -> tuple[tuple[int, str], ...]:
+    """The sentence's content words: where each starts, and its stem."""
+    return tuple((m.start(), stem(word)) for m in WORD.finditer(sentence)
+                 if (word := m.group(0).lower()) not in STOPWORDS)
+
+
+@lru_cache(maxsize=ANALYSED_SENTENCES)
+def _sentence_terms(sentence: str) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+    """The sentence's content terms (see `terms`) and its pairs of consecutive terms."""
+    words = terms(sentence)
+    return frozenset(words), frozenset(zip(words, words[1:], strict=False))
 
 
 PHRASE_WEIGHT = 0.5  # a question's word pair found side by side counts half again
@@ -92,11 +118,12 @@ def match_sentences(question: str, passages: Sequence[str],
     given = found if found is not None else [None] * len(passages)
     sentences = [split_sentences(text) if spans is None else spans
                  for text, spans in zip(passages, given, strict=True)]
-    words = [[terms(text[s:e]) for s, e in spans]
-             for text, spans in zip(passages, sentences, strict=True)]
-    bags = [[set(w) & wanted for w in passage] for passage in words]
+    analysed = [[_sentence_terms(text[s:e]) for s, e in spans]
+                for text, spans in zip(passages, sentences, strict=True)]
+    bags = [[w & wanted for w, _ in passage] for passage in analysed]
     n = max(len(passages), 1)
-    df = {t: sum(1 for passage in bags if any(t in bag for bag in passage)) for t in wanted}
+    held = [frozenset().union(*passage) for passage in bags]
+    df = {t: sum(1 for terms_held in held if t in terms_held) for t in wanted}
     idf = {t: math.log(1 + n / (df[t] or 0.5)) for t in wanted}
     total = sum(idf.values()) or 1.0
     matches: list[SentenceMatch | None] = []
@@ -104,7 +131,7 @@ def match_sentences(question: str, passages: Sequence[str],
     asked_words = set(split_words(question))
     doubled = {a for a, b in asked_pairs if a == b}  # "bora bora": a pair of one word
     bonus = ANSWER_TYPE_BONUS * total
-    for text, spans, passage, passage_words in zip(passages, sentences, bags, words,
+    for text, spans, passage, passage_words in zip(passages, sentences, bags, analysed,
                                                     strict=True):
         if not spans:
             matches.append(None)
@@ -112,9 +139,9 @@ def match_sentences(question: str, passages: Sequence[str],
         # A phrase needs two of the question's words in the sentence: skip the pairs otherwise.
         scores = [
             sum(idf[t] for t in bag)
-            + (PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & _pairs(w))
+            + (PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & pairs)
                if asked_pairs and (len(bag) > 1 or bag & doubled) else 0.0)
-            for bag, w in zip(passage, passage_words, strict=True)
+            for bag, (_, pairs) in zip(passage, passage_words, strict=True)
         ]
         typed = [False] * len(spans)
         if kind is not None:
