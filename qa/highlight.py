@@ -137,10 +137,12 @@ def match_sentences(question: str, passages: Sequence[str],
             matches.append(None)
             continue
         # A phrase needs two of the question's words in the sentence: skip the pairs otherwise.
+        # Most sentences hold no question word: they score 0.0 without a sum.
         scores = [
             sum(idf[t] for t in bag)
             + (PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & pairs)
                if asked_pairs and (len(bag) > 1 or bag & doubled) else 0.0)
+            if bag else 0.0
             for bag, (_, pairs) in zip(passage, passage_words, strict=True)
         ]
         typed = [False] * len(spans)

@@ -317,7 +317,7 @@ class Store:
             for r in rows:
                 spans = None if r[11] is None else np.frombuffer(r[11], dtype=np.int32)
                 found[r[0]] = ChunkRow(
-                    r[0], r[1], r[2], r[3], r[4], r[5], tuple(json.loads(r[6])), r[7], r[8],
+                    r[0], r[1], r[2], r[3], r[4], r[5], _heading_path(r[6]), r[7], r[8],
                     r[9], r[10],
                     None if spans is None else list(zip(spans[::2].tolist(), spans[1::2].tolist(),
                                                         strict=True)))
@@ -530,3 +530,8 @@ def _member_bytes(ids: npt.NDArray[np.int64]) -> bytes:
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _heading_path(stored: str) -> tuple[str, ...]:
+    """A chunk's heading path from its JSON; most chunks have none, read without parsing."""
+    return () if stored == "[]" else tuple(json.loads(stored))
