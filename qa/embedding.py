@@ -37,6 +37,7 @@ def model_name(model: str | None) -> str:
 Backend = Literal["onnx", "torch"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "torch")
 DEFAULT_BACKEND: Backend = "onnx"  # measured faster at equal vectors (README "Performance")
+Precision = Literal["fp32", "int8"]
 
 
 class _TorchEncoder:
@@ -75,13 +76,15 @@ class _TorchEncoder:
 
 class Embedder:
     """One model behind `backend` (ONNX Runtime or PyTorch); rows are L2-normalized float32,
-    so inner product is cosine, and both backends give the same vectors (cosine >= 0.9999)."""
+    so inner product is cosine, and both backends give the same vectors (cosine >= 0.9999;
+    >= 0.99 with the ONNX int8 graph, the default)."""
 
     def __init__(
         self, model: str | None = None, *, backend: Backend = DEFAULT_BACKEND,
         device: str = "cpu", batch_size: int = 32, query_cache_size: int = 1024,
-        cache_dir: Path | None = None,
+        cache_dir: Path | None = None, precision: Precision | None = None,
     ) -> None:
+        """`precision` (ONNX only): None takes QA_ONNX_PRECISION (Settings.onnx_precision)."""
         path = bundled_model_path() if model is None else Path(model)
         if not path.is_dir():
             raise InvalidInput(f"model directory {path} does not exist")
@@ -96,9 +99,12 @@ class Embedder:
                 raise InvalidInput(f"device {device!r} needs QA_BACKEND=torch; the ONNX "
                                    "backend runs on the CPU")
             from qa.onnx_embedding import OnnxEncoder
+            from qa.settings import Settings
 
-            self._encoder = OnnxEncoder(path, cache_dir=cache_dir)
+            self.precision: Precision = precision or Settings().onnx_precision
+            self._encoder = OnnxEncoder(path, cache_dir=cache_dir, precision=self.precision)
         else:
+            self.precision = "fp32"
             self._encoder = _TorchEncoder(path, device)
         self.dimension = self._encoder.dimension
         self._cache: OrderedDict[str, Vectors] = OrderedDict()

@@ -34,6 +34,12 @@ def torch_embedder() -> Embedder:
     return Embedder(backend="torch")
 
 
+@pytest.fixture(scope="module")
+def fp32_embedder() -> Embedder:
+    """The ONNX graph unquantised: torch's vectors (the default is int8, QA_ONNX_PRECISION)."""
+    return Embedder(precision="fp32")
+
+
 def shared_chunks(limit: int) -> list[str]:
     """Paragraphs of the shared Super Bowl article: real text of every length, some past the
     model's 256-token window."""
@@ -49,8 +55,9 @@ def test_default_backend_is_the_settings_default() -> None:
     assert Settings().backend == DEFAULT_BACKEND == "onnx"
 
 
-def test_onnx_vectors_match_torch_on_shared_chunks(embedder: Embedder,
+def test_onnx_vectors_match_torch_on_shared_chunks(fp32_embedder: Embedder,
                                                    torch_embedder: Embedder) -> None:
+    embedder = fp32_embedder
     assert embedder.backend == "onnx" and torch_embedder.backend == "torch"
     texts = shared_chunks(24)
     onnx_rows, torch_rows = embedder.embed(texts), torch_embedder.embed(texts)
@@ -61,6 +68,19 @@ def test_onnx_vectors_match_torch_on_shared_chunks(embedder: Embedder,
     # Batching pads to each batch's longest row: a row alone equals the row in a batch.
     alone = embedder.embed([texts[0]])
     assert float(alone[0] @ onnx_rows[0]) >= 0.99999
+
+
+def test_int8_default_stays_within_cosine_099_of_fp32(embedder: Embedder,
+                                                       fp32_embedder: Embedder) -> None:
+    """The adoption rule of the int8 graph (issue 18), on a sample of the shared data."""
+    assert embedder.precision == Settings().onnx_precision == "int8"
+    assert embedder._encoder.path.name == "model-int8.onnx"  # type: ignore[union-attr]
+    texts = shared_chunks(24)
+    int8_rows, fp32_rows = embedder.embed(texts), fp32_embedder.embed(texts)
+    assert np.allclose(np.linalg.norm(int8_rows, axis=1), 1.0, atol=1e-5)
+    cosine = (int8_rows * fp32_rows).sum(axis=1)
+    assert cosine.min() >= 0.99, f"lowest cosine {cosine.min():.6f}"
+    assert cosine.mean() < 0.99999  # really the quantised graph, not fp32 again
 
 
 def test_both_backends_read_the_same_model_input(embedder: Embedder,
@@ -142,8 +162,7 @@ def test_onnx_cli_paths_never_import_torch(ask_index: Path, args: list[str]) -> 
 
 
 @pytest.mark.slow
-def test_first_use_exports_once_even_when_two_processes_race(tmp_path: Path,
-                                                            embedder: Embedder) -> None:
+def test_first_use_exports_once_even_when_two_processes_race(tmp_path: Path) -> None:
     """A fresh cache: two processes export at once; both get one complete, working file."""
     script = ("import sys\nfrom pathlib import Path\nfrom qa.onnx_embedding import ensure_onnx\n"
               "from qa.embedding import bundled_model_path\n"
@@ -159,6 +178,7 @@ def test_first_use_exports_once_even_when_two_processes_race(tmp_path: Path,
     exported = Path(paths.pop())
     assert exported == ensure_onnx(bundled_model_path(), tmp_path)
     assert [p.name for p in exported.parent.iterdir() if p.name.startswith(".model")] == []
-    fresh = Embedder(cache_dir=tmp_path)
+    fresh = Embedder(cache_dir=tmp_path, precision="fp32")
     texts = shared_chunks(4)
-    assert float((fresh.embed(texts) * embedder.embed(texts)).sum(axis=1).min()) >= 0.99999
+    reference = Embedder(precision="fp32")
+    assert float((fresh.embed(texts) * reference.embed(texts)).sum(axis=1).min()) >= 0.99999
