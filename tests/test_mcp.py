@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,14 @@ def served(index: Path, secrets: dict[str, str], tmp_path_factory: pytest.TempPa
         yield url
 
 
+def run_async(session: Callable[[], Awaitable[Any]]) -> Any:
+    """`anyio.run` on a thread of its own: Playwright's sync API (the e2e tests, when the
+    whole suite runs) leaves an event loop on the main thread, where a second one refuses to
+    start ("Already running asyncio in this thread")."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, session).result()
+
+
 def run_stdio(index: Path, use: Session) -> Any:
     params = StdioServerParameters(command=str(Path(sys.executable).parent / "qa"),
                                    args=["mcp", "--index", str(index)], cwd=ROOT,
@@ -80,7 +89,7 @@ def run_stdio(index: Path, use: Session) -> Any:
             await client.initialize()
             return await use(client)
 
-    return anyio.run(session)
+    return run_async(session)
 
 
 @asynccontextmanager
@@ -98,7 +107,7 @@ def run_http(url: str, use: Session, key: str | None = None) -> Any:
         async with http_session(url, key) as client:
             return await use(client)
 
-    return anyio.run(session)
+    return run_async(session)
 
 
 async def cited_search(client: ClientSession) -> dict[str, Any]:
