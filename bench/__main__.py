@@ -232,7 +232,8 @@ def table(out: dict[str, Any]) -> str:
                                      "ingest_speedup")):
             rows.append((f"{label} onnx / torch",
                          f"{b[key]['onnx']} / {b[key]['torch']}  = {b[speedup]}x"))
-        rows.append(("min cosine onnx to torch", str(b["cosine_min_onnx_to_torch"])))
+        rows.append(("min cosine onnx fp32 / default to torch",
+                     f"{b['cosine_min_onnx_to_torch']} / {b['cosine_min_default_onnx_to_torch']}"))
     if "embedder_int8" in out:
         q = out["embedder_int8"]
         hit = q["hybrid_hit_at_1"]
