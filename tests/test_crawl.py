@@ -403,7 +403,9 @@ def test_robots_crawl_delay_spaces_requests_and_disallow_holds(
         server.shutdown()
     assert ("/docs/page-03.html", 200) not in site.log
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    assert len(gaps) >= 2 and min(gaps) >= 0.29  # robots.txt's delay, though --delay is 0
+    # robots.txt's 0.3 s, though --delay is 0. Stamped on the server's side, a gap can look a
+    # few ms short of the crawler's own when one request reached it later than the next did.
+    assert len(gaps) >= 2 and min(gaps) >= 0.25
 
 
 def test_page_links_read_canonical_base_nofollow_and_robots_meta() -> None:
