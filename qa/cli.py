@@ -189,7 +189,17 @@ def watch(paths: tuple[Path, ...], index_dir: Path | None, collection_name: str)
     collection = open_collection(settings, collection_name, load_embedder(settings),
                                  create=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # a service manager's stop: as Ctrl-C
+
+    def interrupt(*_: Any) -> None:
+        # The first Ctrl-C (or a service manager's SIGTERM) lets the batch being written
+        # finish and then stops; raising at once could cut a write (or a lock) in half.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        click.echo("stopping once this batch is written (Ctrl-C again: at once)", err=True)
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
 
     def report(summary: Any) -> None:
         for _, message in summary.errors:
