@@ -47,7 +47,8 @@ PLANS: dict[str, dict[str, Any]] = {
     # Checks that the bench itself runs end to end; its numbers mean little.
     "smoke": {"real": 300, "sizes": [300, 3_000], "ask_questions": 20,
               "throughput_questions": 12, "concurrency": 2, "ingest_chunks": 40,
-              "ingest_rounds": 1, "int8_texts": 16, "peer_chunks": 40, "peer_questions": 10,
+              "ingest_rounds": 1, "int8_texts": 16, "int8_questions": 40, "peer_chunks": 40,
+              "peer_questions": 10,
               "ann_vectors": 30_000, "ann_queries": 20, "filtered_questions": 30},
 }
 
@@ -115,7 +116,8 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
         out["embedder_int8"] = measure_int8(texts[: plan["int8_texts"]],
                                             embedder if settings.backend == "onnx" else
                                             Embedder(settings.model,
-                                                     batch_size=settings.batch_size))
+                                                     batch_size=settings.batch_size),
+                                            plan.get("int8_questions"))
 
     if "ask" not in skip:
         out["ask"] = {}

@@ -7,6 +7,7 @@ the speed-ups are ratios of medians taken in one run.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,17 @@ def measure_backends(documents: list[Document], texts: list[str], questions: lis
     }
 
 
-def hybrid_hit_at_1(embedder: Embedder) -> float:
+def hybrid_hit_at_1(embedder: Embedder, questions: int | None = None) -> float:
     """hybrid hit@1 on the shared Super Bowl article, indexed afresh with `embedder`: what
-    `qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json` reports."""
+    `qa eval ../shared/eval/squad-v1.1-dev-super-bowl-50.json` reports (on its first
+    `questions` only, when given: the smoke run checks that it runs, not what it says)."""
     from qa.eval.datasets import load_dataset
     from qa.eval.retrievers import LocalRetriever
     from qa.eval.runner import dataset_index, evaluate
 
     dataset = load_dataset(SUPER_BOWL)
+    if questions is not None:
+        dataset = dataclasses.replace(dataset, questions=dataset.questions[:questions])
     with dataset_index(dataset, Settings(), embedder, cache_dir=None) as collection:
         # Questions embedded in batches first, as `qa eval --batch-queries` does: faster.
         result, = evaluate(dataset, LocalRetriever(collection), ["hybrid"], k=10,
@@ -81,7 +85,8 @@ def hybrid_hit_at_1(embedder: Embedder) -> float:
     return float(result.metrics["hit@1"])
 
 
-def measure_int8(texts: list[str], embedder: Embedder) -> dict[str, Any]:
+def measure_int8(texts: list[str], embedder: Embedder, questions: int | None = None
+                 ) -> dict[str, Any]:
     """The int8 graph (QA_ONNX_PRECISION=int8) against fp32: speed, cosine, hybrid hit@1.
     `embedder` supplies the batch size; both graphs come from the export cache."""
     fp32 = Embedder(precision="fp32", batch_size=embedder.batch_size)
@@ -97,11 +102,11 @@ def measure_int8(texts: list[str], embedder: Embedder) -> dict[str, Any]:
         b = quantized.embed(texts, progress=False)
         int8_s.append(time.perf_counter() - started)
     cosine = np.sum(a * b, axis=1)
-    hit_fp32 = hybrid_hit_at_1(fp32) if SUPER_BOWL.is_file() else None
-    hit_int8 = hybrid_hit_at_1(quantized) if SUPER_BOWL.is_file() else None
+    hit_fp32 = hybrid_hit_at_1(fp32, questions) if SUPER_BOWL.is_file() else None
+    hit_int8 = hybrid_hit_at_1(quantized, questions) if SUPER_BOWL.is_file() else None
     drop = None if hit_fp32 is None or hit_int8 is None else round(hit_fp32 - hit_int8, 4)
     ok = float(cosine.min()) >= 0.99 and drop is not None and drop <= 0.005
-    return {"texts": len(texts),
+    return {"texts": len(texts), "questions": questions or "all",
             "kind": "ONNX dynamic int8, weights per channel; FFN output of layers 0-1 in fp32",
             "speedup": round(float(np.median(fp32_s) / np.median(int8_s)), 2),
             "cosine_min": round(float(cosine.min()), 4),
