@@ -256,7 +256,8 @@ def dataset_index(dataset: Dataset, settings: Settings, embedder: Embedder, *,
             finally:
                 collection.close()
         return
-    target = cache_dir / index_key(dataset, embedder.name, settings)
+    # int8 vectors are near fp32's (cosine >= 0.99), not equal: each precision its own index.
+    target = cache_dir / index_key(dataset, f"{embedder.name}/{embedder.precision}", settings)
     if (target / COMPLETE).exists():
         log(f"using cached index {target}")
     else:
