@@ -27,7 +27,7 @@ SUPER_BOWL = Path(__file__).resolve().parent.parent.parent / "shared" / "eval" /
 def measure_backends(documents: list[Document], texts: list[str], questions: list[str],
                      onnx: Embedder, torch: Embedder, rounds: int) -> dict[str, Any]:
     a, b = onnx.embed(texts, progress=False), torch.embed(texts, progress=False)
-    # The equal-vectors check is the fp32 graph's; the default (int8) is within 0.99 of it.
+    # The equal-vectors check is the fp32 graph's (the default); int8 is within 0.99 of it.
     fp32 = onnx if onnx.precision == "fp32" else Embedder(precision="fp32")
     cosine = np.sum(fp32.embed(texts, progress=False) * b, axis=1)
     cosine_default = np.sum(a * b, axis=1)

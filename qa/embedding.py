@@ -77,7 +77,7 @@ class _TorchEncoder:
 class Embedder:
     """One model behind `backend` (ONNX Runtime or PyTorch); rows are L2-normalized float32,
     so inner product is cosine, and both backends give the same vectors (cosine >= 0.9999;
-    >= 0.99 with the ONNX int8 graph, the default)."""
+    >= 0.99 with the opt-in ONNX int8 graph)."""
 
     def __init__(
         self, model: str | None = None, *, backend: Backend = DEFAULT_BACKEND,

@@ -31,9 +31,10 @@ class Settings(BaseSettings):
         "once to ~/.cache/qa/onnx; no torch at run time) or `torch` (sentence-transformers).",
     )
     onnx_precision: Literal["fp32", "int8"] = Field(
-        "int8",
-        description="ONNX weights: `int8` (dynamic int8 but the first two FFN output layers; "
-        "cosine >= 0.99 to fp32, ~2x the chunks/s) or `fp32` (equal to torch's vectors).",
+        "fp32",
+        description="ONNX weights: `fp32` (equal to torch's vectors) or `int8` (dynamic int8 "
+        "but the first two FFN output layers; cosine >= 0.99 to fp32, ~2-3x the chunks/s, "
+        "short questions a little less alike than fp32 finds them).",
     )
     device: str = Field("cpu", description="Torch device for the embedder (QA_BACKEND=torch).")
     batch_size: int = Field(32, ge=1, le=4096, description="Embedding batch size.")
