@@ -75,7 +75,7 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
 
     plan = dict(PLANS[plan_name], **({"sizes": sizes} if sizes else {}))
     settings = Settings()
-    embedder = Embedder(settings.model, backend=settings.backend, batch_size=settings.batch_size)
+    embedder = Embedder.from_settings(settings)
     questions = scifact_questions()
     out: dict[str, Any] = {
         "plan": plan_name, "params": plan, "revision": revision(), "machine": machine(),
@@ -107,7 +107,8 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
         out["ingestion"] = measure_ingestion(docs, sub, embedder, plan["ingest_rounds"])
         log("embedding backends: onnx vs torch, same chunks and questions")
         other = "torch" if settings.backend == "onnx" else "onnx"
-        second = Embedder(settings.model, backend=other, batch_size=settings.batch_size)
+        second = Embedder(settings.model, backend=other, batch_size=settings.batch_size,
+                          precision=settings.onnx_precision)
         pair = (embedder, second) if settings.backend == "onnx" else (second, embedder)
         out["backends"] = measure_backends(docs, sub, questions[:plan["ask_questions"]], *pair,
                                            rounds=plan["ingest_rounds"])
@@ -116,7 +117,8 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
         out["embedder_int8"] = measure_int8(texts[: plan["int8_texts"]],
                                             embedder if settings.backend == "onnx" else
                                             Embedder(settings.model,
-                                                     batch_size=settings.batch_size),
+                                                     batch_size=settings.batch_size,
+                                                     precision=settings.onnx_precision),
                                             plan.get("int8_questions"))
 
     if "ask" not in skip:

@@ -33,8 +33,7 @@ def build_settings(**overrides: Any) -> Any:
 def load_embedder(settings: Any) -> Any:
     from qa.embedding import Embedder
 
-    return Embedder(settings.model, backend=settings.backend, device=settings.device,
-                    batch_size=settings.batch_size)
+    return Embedder.from_settings(settings)
 
 
 class QAGroup(click.Group):

@@ -47,11 +47,10 @@ class RayUnavailable(QAError):
 class _EmbedActor:
     """One Embedder per Ray actor, loaded once and reused for every batch it is given."""
 
-    def __init__(self, model: str | None, backend: str, device: str, batch_size: int) -> None:
+    def __init__(self, settings: Settings) -> None:
         from qa.embedding import Embedder
 
-        self.embedder = Embedder(model, backend=backend,  # type: ignore[arg-type]
-                                 device=device, batch_size=batch_size)
+        self.embedder = Embedder.from_settings(settings)
 
     def __call__(self, batch: dict[str, npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
         vectors = self.embedder.embed([str(t) for t in batch["text"]], progress=False)
@@ -79,9 +78,7 @@ def start_ray(address: str | None) -> bool:
     return True
 
 
-def embed_texts_on_ray(texts: list[str], *, model: str | None, backend: str = "onnx",
-                       device: str = "cpu",
-                       batch_size: int = 32, actors: int | None = None,
+def embed_texts_on_ray(texts: list[str], *, settings: Settings, actors: int | None = None,
                        dimension: int) -> npt.NDArray[np.float32]:
     """Embed `texts` with a pool of Ray actors; rows come back in the order given."""
     import ray
@@ -100,8 +97,7 @@ def embed_texts_on_ray(texts: list[str], *, model: str | None, backend: str = "o
     dataset = ray.data.from_items([{"row": i, "text": t} for i, t in enumerate(texts)])
     vectors = dataset.map_batches(
         _EmbedActor,
-        fn_constructor_kwargs={"model": model, "backend": backend, "device": device,
-                               "batch_size": batch_size},
+        fn_constructor_kwargs={"settings": settings},
         batch_size=RAY_BATCH,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(
@@ -132,10 +128,8 @@ def index_paths_on_ray(collection: Collection, paths: list[Path], settings: Sett
     if texts:
         started_here = start_ray(address)
         try:
-            rows = embed_texts_on_ray(
-                texts, model=settings.model, backend=settings.backend, device=settings.device,
-                batch_size=settings.batch_size, dimension=collection.manifest.dimension,
-            )
+            rows = embed_texts_on_ray(texts, settings=settings,
+                                      dimension=collection.manifest.dimension)
         finally:
             if started_here:
                 import ray

@@ -17,6 +17,7 @@ from qa.telemetry import EMBEDDING_SECONDS
 
 if TYPE_CHECKING:
     from qa.onnx_embedding import OnnxEncoder
+    from qa.settings import Settings
 
 BUNDLED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -82,9 +83,9 @@ class Embedder:
     def __init__(
         self, model: str | None = None, *, backend: Backend = DEFAULT_BACKEND,
         device: str = "cpu", batch_size: int = 32, query_cache_size: int = 1024,
-        cache_dir: Path | None = None, precision: Precision | None = None,
+        cache_dir: Path | None = None, precision: Precision = "fp32",
     ) -> None:
-        """`precision` (ONNX only): None takes QA_ONNX_PRECISION (Settings.onnx_precision)."""
+        """`precision`: the ONNX graph's weights (the torch backend is always fp32)."""
         path = bundled_model_path() if model is None else Path(model)
         if not path.is_dir():
             raise InvalidInput(f"model directory {path} does not exist")
@@ -99,9 +100,8 @@ class Embedder:
                 raise InvalidInput(f"device {device!r} needs QA_BACKEND=torch; the ONNX "
                                    "backend runs on the CPU")
             from qa.onnx_embedding import OnnxEncoder
-            from qa.settings import Settings
 
-            self.precision: Precision = precision or Settings().onnx_precision
+            self.precision: Precision = precision
             self._encoder = OnnxEncoder(path, cache_dir=cache_dir, precision=self.precision)
         else:
             self.precision = "fp32"
@@ -111,6 +111,12 @@ class Embedder:
         self._cache_size = query_cache_size
         self._lock = Lock()
         self.calls = 0  # texts embedded so far; lets tests assert that nothing was re-embedded
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Embedder:
+        """The embedder these settings name: model, backend, precision, device, batch size."""
+        return cls(settings.model, backend=settings.backend, device=settings.device,
+                   batch_size=settings.batch_size, precision=settings.onnx_precision)
 
     def embed(self, texts: list[str], *, progress: bool | None = None) -> Vectors:
         if not texts:

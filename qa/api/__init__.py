@@ -48,9 +48,7 @@ SETTINGS_VARIABLE = "_QA_WORKER_SETTINGS"  # not a setting: `run_server` sets it
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model and open the index when the server starts, never at import."""
     settings: Settings = app.state.settings
-    model = app.state.embedder or Embedder(settings.model, backend=settings.backend,
-                                           device=settings.device,
-                                           batch_size=settings.batch_size)
+    model = app.state.embedder or Embedder.from_settings(settings)
     catalog = Catalog(settings, model)
     app.state.catalog = catalog
     app.state.keys = open_keys(settings)

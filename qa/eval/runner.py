@@ -315,8 +315,7 @@ def run_evaluation(plan: EvalPlan, settings: Settings, *, progress: bool = False
     from qa.collection import Collection
     from qa.embedding import Embedder
 
-    embedder = Embedder(settings.model, backend=settings.backend, device=settings.device,
-                        batch_size=settings.batch_size)
+    embedder = Embedder.from_settings(settings)
     if plan.index_dir is not None or not dataset.documents:
         opened = settings if plan.index_dir is None else settings.model_copy(
             update={"index_dir": plan.index_dir})
