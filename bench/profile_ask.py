@@ -1,6 +1,8 @@
 """Where /ask spends its time outside embedding: `rank_passages` timed, and optionally profiled,
 on the seed index and on a ~2k-chunk index (the Super Bowl SQuAD article + SciFact documents,
-SciFact's vectors from the bench cache).
+SciFact's vectors from the bench cache); with `--scale N`, also on an N-chunk index built the way
+`python -m bench --quick` builds its large size (2,000 real SciFact chunks grown by copies to N,
+cached vectors plus noise), asked SciFact questions.
 
 Every question is embedded once before timing, so the query cache answers and what is timed is
 everything but the model: FAISS, FTS5, sentence matching, rows, passages. With `--baseline REV`
@@ -10,6 +12,8 @@ base under the same machine load; and their outputs are compared.
 
     python -m bench.profile_ask --baseline HEAD          # medians, before vs after
     python -m bench.profile_ask --profile                # cProfile of the current code
+    python -m bench.profile_ask --scale 100000 --only scifact-100000 --stages
+                                                         # per-stage medians at 100k chunks
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from bench.corpus import Corpus, cached_vectors, chunked, corpus_key, scifact_documents
+from bench.corpus import (
+    Corpus,
+    cached_vectors,
+    chunked,
+    corpus_key,
+    grown,
+    scifact_documents,
+    scifact_questions,
+)
 from bench.serving import build_collection
 from qa.collection import Collection
 from qa.embedding import Embedder
@@ -58,6 +70,80 @@ def mixed_index(directory: Path, embedder: Embedder) -> Path:
     corpus = Corpus(sb_docs + sf_docs, sb_chunks + sf_chunks, np.vstack([sb_vectors, sf_vectors]))
     build_collection(corpus, directory, embedder)
     return directory
+
+
+def scaled_index(directory: Path, embedder: Embedder, size: int) -> Path:
+    """The corpus `python -m bench --quick` serves at `size` chunks: its 2,000 real SciFact
+    chunks (cached vectors), grown by copies with noisy vectors; built once, then reused."""
+    if (directory / "manifest.json").exists():
+        return directory
+    from bench.__main__ import PLANS
+
+    settings = Settings()
+    documents, chunks = chunked(scifact_documents(), settings.chunk_tokens,
+                                settings.chunk_overlap, PLANS["quick"]["real"])
+    real = cached_vectors([c.text for cs in chunks for c in cs], embedder,
+                          corpus_key(embedder.name, settings.chunk_tokens,
+                                     settings.chunk_overlap))
+    build_collection(grown(Corpus(documents, chunks, real), size), directory, embedder)
+    return directory
+
+
+# What `--stages` times inside rank_passages: the collection's reads and the pure steps.
+COLLECTION_STAGES = ("dense_search", "keyword_search", "absent_words", "chunk_rows", "cosines",
+                     "text_span")
+RETRIEVAL_STAGES = ("match_sentences", "fuse_features", "assemble_passages", "highlight_of",
+                    "query_words")
+
+
+class StageClock:
+    """Wraps named methods of a collection and functions of a retrieval module with
+    perf_counter, summing each call's time per question; what is left of rank_passages is
+    `rest` (z-scores, dicts, Passage and Evidence objects, the snapshot's BEGIN/COMMIT)."""
+
+    def __init__(self, module: Any, collection: Any) -> None:
+        self.spent: dict[str, float] = {}
+        self.samples: dict[str, list[float]] = {}
+        self._undo: list[tuple[Any, str, Any]] = []
+        for name in COLLECTION_STAGES:
+            self._wrap(collection, name)
+        for name in RETRIEVAL_STAGES:
+            if hasattr(module, name):
+                self._wrap(module, name)
+
+    def _wrap(self, owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+        spent = self.spent
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.perf_counter() - started
+
+        self._undo.append((owner, name, owner.__dict__.get(name)))
+        setattr(owner, name, timed)
+
+    def record(self, total: float) -> None:
+        self.spent["rest"] = total - sum(self.spent.values())
+        self.spent["total"] = total
+        for name, value in self.spent.items():
+            self.samples.setdefault(name, []).append(value)
+        self.spent.clear()
+
+    def restore(self) -> None:
+        for owner, name, before in reversed(self._undo):
+            if before is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, before)
+
+    def report(self, label: str) -> None:
+        print(f"== {label}: per-stage median / mean ms over {len(self.samples['total'])} calls")
+        for name, values in sorted(self.samples.items(), key=lambda kv: -float(np.mean(kv[1]))):
+            print(f"  {name:18} {1000 * float(np.median(values)):7.2f} "
+                  f"{1000 * float(np.mean(values)):7.2f}")
 
 
 def baseline_package(revision: str, into: Path) -> str:
@@ -113,13 +199,31 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--cold", action="store_true",
                         help="empty the current code's sentence caches before each call")
+    parser.add_argument("--scale", type=int, help="also an index of this many chunks, as "
+                        "`python -m bench --quick --sizes ...,N` builds it (SciFact questions)")
+    parser.add_argument("--scale-dir", type=Path, help="where the scaled index is kept "
+                        "(default: a folder named for its size in the temp dir)")
+    parser.add_argument("--questions", type=int, default=300,
+                        help="SciFact questions asked of the scaled index")
+    parser.add_argument("--only", help="comma-separated index labels to run "
+                        "(seed, mixed-2k, scifact-N)")
+    parser.add_argument("--stages", action="store_true",
+                        help="time each stage of the current code's rank_passages")
     args = parser.parse_args()
 
     import qa.retrieval
 
-    embedder = Embedder(Settings().model)
-    questions = [q.text for q in load_dataset(SUPER_BOWL).questions]
+    embedder = Embedder.from_settings(Settings())
+    super_bowl = [q.text for q in load_dataset(SUPER_BOWL).questions]
     indexes = {"seed": ROOT / "index", "mixed-2k": mixed_index(args.index_dir, embedder)}
+    asked = {"seed": super_bowl, "mixed-2k": super_bowl}
+    if args.scale:
+        label = f"scifact-{args.scale}"
+        indexes[label] = scaled_index(args.scale_dir or Path(tempfile.gettempdir())
+                                      / f"qa-profile-ask-{args.scale}", embedder, args.scale)
+        asked[label] = scifact_questions()[: args.questions]
+    if args.only:
+        indexes = {k: v for k, v in indexes.items() if k in args.only.split(",")}
     base: Any = None
     if args.baseline:
         name = baseline_package(args.baseline, Path(tempfile.mkdtemp(prefix="qa-base-")))
@@ -127,6 +231,7 @@ def main() -> None:
                 importlib.import_module(f"{name}.collection").Collection,
                 importlib.import_module(f"{name}.settings").Settings)
     for label, directory in indexes.items():
+        questions = asked[label]
         collection = Collection.open(Settings(index_dir=directory), embedder)
         old = (base[1].open(base[2](index_dir=directory), embedder)
                if base else None)
@@ -139,7 +244,17 @@ def main() -> None:
                 qa.retrieval.rank_passages(collection, q, 5)
             profiler.disable()
             print(f"== {label}: cProfile of rank_passages over {len(questions)} questions")
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        if args.stages:
+            clock = StageClock(qa.retrieval, collection)
+            for _ in range(args.rounds):
+                for q in questions:
+                    started = time.perf_counter()
+                    qa.retrieval.rank_passages(collection, q, max(args.k, 5))
+                    clock.record(time.perf_counter() - started)
+            clock.restore()
+            clock.report(label)
         if old is not None:
             differ = sum(not same(outputs(qa.retrieval.retrieve(collection, q, args.k)),
                                   outputs(base[0].retrieve(old, q, args.k)))
