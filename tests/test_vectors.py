@@ -83,6 +83,31 @@ def test_search_finds_the_exact_neighbours_in_a_small_index(layout: str) -> None
         assert list(index.search(query, 10)[0]) == exact_top(live_vectors, live_ids, query, 10)
 
 
+def test_a_search_runs_on_one_openmp_thread_and_leaves_the_callers_setting(layout: str
+                                                                          ) -> None:
+    import faiss
+
+    index = LAYOUTS[layout]()
+    index.add(np.arange(300, dtype=np.int64), unit_rows(300, seed=7))
+    seen: list[int] = []
+    search = index._search
+
+    def spy(*args: object) -> object:  # what the thread's setting is while FAISS searches
+        seen.append(faiss.omp_get_max_threads())
+        return search(*args)  # type: ignore[arg-type]
+
+    index._search = spy  # type: ignore[method-assign]
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)
+    try:
+        index.search(unit_rows(1, 8)[0], 5)
+        index.search(unit_rows(1, 9)[0], 5, allowed=np.arange(0, 300, 2, dtype=np.int64))
+        assert seen == [1, 1]
+        assert faiss.omp_get_max_threads() == 3  # builds on this thread keep their threads
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def test_k_larger_than_the_index_returns_what_there_is(layout: str) -> None:
     index = LAYOUTS[layout]()
     assert len(index.search(unit_rows(1, 4)[0], 5)[0]) == 0
