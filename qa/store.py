@@ -8,13 +8,15 @@ here without re-embedding, and so vectors computed elsewhere can be written in d
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +82,7 @@ class Store:
         self._frequency_at = 0  # chunk ids issued when those counts were taken
         if read_only:
             self._conn = _connect_read_only(path)
+            _map_pages(self._conn)
             return
         # `timeout` is SQLite's busy timeout: a write waits this long for another's to end.
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
@@ -89,6 +92,7 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute("PRAGMA foreign_keys=ON")
+            _map_pages(self._conn)
             self._conn.executescript(_SCHEMA)
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(chunks)")}
             if "sentences" not in columns:  # an index from before sentence spans were stored
@@ -344,11 +348,10 @@ class Store:
             if query is None:
                 return []
             if allowed is None:
-                rows = self._conn.execute(
-                    "SELECT rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
-                    " WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
-                    (query, k),
-                ).fetchall()
+                matches = self._conn.execute(
+                    "SELECT rowid, bm25(chunks_fts) FROM chunks_fts WHERE chunks_fts MATCH ?",
+                    (query,))
+                rows = _best_ranked(matches, k)
             else:
                 # The same array comes back for the same filter until the data changes.
                 if self._members is None or self._members[0] is not allowed:
@@ -358,13 +361,12 @@ class Store:
                 # Registered anew for each query (under the lock): it reads this query's ids.
                 self._conn.create_function(
                     "qa_allowed", 1, lambda rowid: rowid < size and member[rowid])
-                rows = self._conn.execute(
-                    "SELECT rowid, -bm25(chunks_fts) AS score FROM chunks_fts"
-                    " WHERE chunks_fts MATCH ? AND qa_allowed(rowid)"
-                    " ORDER BY bm25(chunks_fts) LIMIT ?",
-                    (query, k),
-                ).fetchall()
-        return [(int(r[0]), float(r[1])) for r in rows]
+                matches = self._conn.execute(
+                    "SELECT rowid, bm25(chunks_fts) FROM chunks_fts"
+                    " WHERE chunks_fts MATCH ? AND qa_allowed(rowid)",
+                    (query,))
+                rows = _best_ranked(matches, k)
+        return [(rowid, -rank) for rowid, rank in rows]
 
     def filtered_chunk_ids(self, filter: Filter) -> npt.NDArray[np.int64]:
         """The ids of the chunks `filter` allows, ascending (one query over chunks and their
@@ -478,6 +480,16 @@ def _documents_allowed(filter: Filter | None) -> tuple[str, tuple[Any, ...]]:
             f" ON d.id = c.document_id WHERE {where})", tuple(params))
 
 
+# Pages read through a memory map instead of a read() into SQLite's page cache each: the keyword
+# index's postings are read on every question (1000 matches at 100k chunks: 4.7 -> 4.1 ms).
+# Address space only; the kernel's page cache holds the pages either way.
+MMAP_BYTES = 1 << 30
+
+
+def _map_pages(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
+
+
 def _connect_read_only(path: Path) -> sqlite3.Connection:
     """A connection that cannot write: `mode=ro`, so SQLite itself refuses any write.
 
@@ -518,6 +530,18 @@ def _storage_errors(path: Path) -> Iterator[None]:
             raise ReadOnlyIndex(f"index {path.parent} cannot be written (read-only database "
                                 "file or volume); it only answers questions") from exc
         raise
+
+
+def _best_ranked(matches: Iterable[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+    """The k matches of lowest bm25() (FTS5's rank: lower is better), ties in rowid order.
+
+    Ranked here rather than by `ORDER BY bm25(..) LIMIT k`: SQLite then evaluates bm25()
+    twice a row (select list and sort key) and keeps its top k in a temporary b-tree, which
+    cost a seventh of the keyword query at 100k chunks (~1,000 matches: 5.1 vs 4.4 ms, the
+    same rows and scores). FTS5 yields matches in rowid order, and nsmallest is stable, so
+    tied scores keep the order SQLite's sort gave them.
+    """
+    return heapq.nsmallest(k, matches, key=itemgetter(1))
 
 
 def _member_bytes(ids: npt.NDArray[np.int64]) -> bytes:
