@@ -8,8 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import RequestResponseEndpoint
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qa.api.schemas import Problem
 from qa.errors import QAError
@@ -103,16 +102,38 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         return internal_error(exc)
 
-    @app.middleware("http")
-    async def contain_failures(request: Request, call_next: RequestResponseEndpoint
-                               ) -> Response:
-        # Innermost, so even a 500 passes back through CORS: a browser then reads the
-        # problem instead of reporting the server unreachable.
+    # Innermost, so even a 500 passes back through CORS: a browser then reads the
+    # problem instead of reporting the server unreachable.
+    app.add_middleware(ContainFailures)
+
+
+class ContainFailures:
+    """An exception no handler took becomes the 500 problem, answered here, inside the other
+    middleware. Plain ASGI rather than `@app.middleware("http")`, whose BaseHTTPMiddleware
+    runs the app in a task and streams its response back through a channel: ~1 ms of every
+    request on a busy 2-core box (/ask at 100k chunks, side by side)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            return await call_next(request)
+            await self.app(scope, receive, send_watched)
         except Exception as exc:
-            logger.exception("unhandled error on %s %s", request.method, request.url.path)
-            return internal_error(exc)
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if started:  # half a response is out: nothing can replace it
+                raise
+            await internal_error(exc)(scope, receive, send)
 
 
 def declare_problem_responses(app: FastAPI) -> None:
