@@ -135,7 +135,8 @@ def measure_speed(embedders: dict[str, Embedder], rounds: int, chunks: int) -> d
 
 
 def shared_chunks(scifact: int) -> dict[str, list[str]]:
-    """The Super Bowl paragraphs' chunks and the first `scifact` SciFact chunks (corpus order)."""
+    """The Super Bowl paragraphs' chunks, the first `scifact` SciFact chunks (corpus order),
+    and the Super Bowl questions."""
     from qa.eval.datasets import load_dataset
 
     settings = Settings()
@@ -144,7 +145,9 @@ def shared_chunks(scifact: int) -> dict[str, list[str]]:
                    for c in split_document(d, settings.chunk_tokens, settings.chunk_overlap)]
     _, parts = chunked(scifact_documents(), settings.chunk_tokens, settings.chunk_overlap,
                        scifact)
-    return {"super_bowl": bowl_chunks, "scifact": [c.text for cs in parts for c in cs]}
+    return {"super_bowl": bowl_chunks, "scifact": [c.text for cs in parts for c in cs],
+            # Short texts quantise worst: the article's questions, as if they were documents.
+            "super_bowl_questions_as_documents": [q.text for q in bowl.questions]}
 
 
 def measure_agreement(fp32: Embedder, asym: AsymmetricEmbedder, int8: Embedder,
@@ -154,10 +157,12 @@ def measure_agreement(fp32: Embedder, asym: AsymmetricEmbedder, int8: Embedder,
     groups = shared_chunks(scifact)
     out: dict[str, Any] = {}
     every_fp32, every_asym, every_int8 = [], [], []
-    for name, texts in groups.items():
+    for name, texts in groups.items():  # "all" below: the chunks, without the questions
         a, b, c = fp32.embed(texts, progress=False), asym.embed(texts, progress=False), \
             int8.embed(texts, progress=False)
         out[name] = {"int8_one_per_run": cosines(a, b), "int8_batched_32": cosines(a, c)}
+        if name == "super_bowl_questions_as_documents":
+            continue
         every_fp32.append(a)
         every_asym.append(b)
         every_int8.append(c)
@@ -242,13 +247,33 @@ def confidence_shifts(outcomes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def measure_abstention(embedders: dict[str, Embedder]) -> dict[str, Any]:
+    """The README's abstention figures (`qa eval SUPER_BOWL --unanswerable SCIFACT`, hybrid):
+    the Super Bowl questions plus SciFact's as unanswerable ones, over the article alone."""
+    from qa.eval.datasets import load_dataset
+    from qa.eval.retrievers import LocalRetriever
+    from qa.eval.runner import dataset_index, evaluate
+
+    dataset = load_dataset(SUPER_BOWL).with_unanswerable(load_dataset(SCIFACT))
+    keep = ("hit@1", "no_answer_auroc", "ece", "answered_precision", "answered_coverage")
+    out: dict[str, Any] = {}
+    for name, embedder in embedders.items():
+        with dataset_index(dataset, Settings(), embedder, cache_dir=None) as collection:
+            result, = evaluate(dataset, LocalRetriever(collection), ["hybrid"], k=10,
+                               min_confidence=THRESHOLD, batch_queries=True)
+        out[name] = {key: result.metrics[key] for key in keep}
+        log(f"abstention {name}: {out[name]}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.asymmetric", description=__doc__)
     parser.add_argument("--rounds", type=int, default=4, help="speed rounds (alternating)")
     parser.add_argument("--chunks", type=int, default=150, help="SciFact chunks for speed")
     parser.add_argument("--agreement-chunks", type=int, default=600,
                         help="SciFact chunks for the cosine check")
-    parser.add_argument("--skip", default="", help="comma list of speed,agreement,squad,scifact")
+    parser.add_argument("--skip", default="",
+                        help="comma list of speed,agreement,squad,abstention,scifact")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="keep the built SciFact indexes here, one folder per variant")
     args = parser.parse_args()
@@ -262,11 +287,13 @@ def main() -> None:
     int8 = Embedder(precision="int8")
     asym = AsymmetricEmbedder()
     if "speed" not in skip:
-        log("speed: torch, fp32, int8 batched, int8 one-per-run (1x2 and 2x1 threads)")
+        log("speed: torch; fp32 and int8, batched and one text per run")
         torch = Embedder(backend="torch")
         out["speed"] = measure_speed(
             {"torch": torch, "onnx_fp32": fp32, "int8_batched": int8,
-             "int8_one_per_run": asym, "int8_one_per_run_2x1": AsymmetricEmbedder(sessions=2)},
+             "int8_one_per_run": asym, "int8_one_per_run_2x1": AsymmetricEmbedder(sessions=2),
+             # The control: is it the int8 graph, or one text per run, that is faster?
+             "onnx_fp32_one_per_run": Embedder(precision="fp32", batch_size=1)},
             args.rounds, args.chunks)
         del torch
     if "agreement" not in skip:
@@ -277,6 +304,9 @@ def main() -> None:
         out["super_bowl"] = evaluate_dataset(
             SUPER_BOWL, {"fp32": fp32, "int8_docs_fp32_questions": asym, "int8_both": int8},
             None)
+    if "abstention" not in skip and SUPER_BOWL.is_file() and SCIFACT.is_dir():
+        log("abstention: Super Bowl + SciFact questions as unanswerable, hybrid")
+        out["abstention"] = measure_abstention({"fp32": fp32, "int8_docs_fp32_questions": asym})
     if "scifact" not in skip and SCIFACT.is_dir():
         log("SciFact: fp32 vs int8 documents + fp32 questions")
         out["scifact"] = evaluate_dataset(
