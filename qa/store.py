@@ -319,12 +319,9 @@ class Store:
                     [*batch, *params],
                 ).fetchall()
             for r in rows:
-                spans = None if r[11] is None else np.frombuffer(r[11], dtype=np.int32)
                 found[r[0]] = ChunkRow(
                     r[0], r[1], r[2], r[3], r[4], r[5], _heading_path(r[6]), r[7], r[8],
-                    r[9], r[10],
-                    None if spans is None else list(zip(spans[::2].tolist(), spans[1::2].tolist(),
-                                                        strict=True)))
+                    r[9], r[10], None if r[11] is None else _spans(r[11]))
         return found
 
     def keyword_search(self, question: str, k: int, *, budget: int | None = None,
@@ -389,11 +386,17 @@ class Store:
 
     def absent_words(self, words: Sequence[str]) -> list[str]:
         """Those of `words` that no chunk holds (as FTS5 stems them). One indexed probe each:
-        LIMIT 1 without ranking reads a single posting, whatever the collection's size."""
-        with self._lock:
-            return [w for w in dict.fromkeys(words) if self._conn.execute(
-                "SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT 1", (f'"{w}"',)
-            ).fetchone() is None]
+        EXISTS without ranking reads a single posting, whatever the collection's size."""
+        absent: list[str] = []
+        # All probes in one statement (a column each): one round trip instead of one a word.
+        for batch in _batches(list(dict.fromkeys(words)), MAX_PARAMETERS):
+            probes = ", ".join(["EXISTS (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ?)"]
+                               * len(batch))
+            with self._lock:
+                held = self._conn.execute(f"SELECT {probes}",
+                                          [f'"{w}"' for w in batch]).fetchone()
+            absent += [w for w, found in zip(batch, held, strict=True) if not found]
+        return absent
 
     def _affordable(self, question: str, budget: int) -> Callable[[str], bool]:
         """Which of the question's words fit the postings budget (all, in a small collection)."""
@@ -561,6 +564,13 @@ def _member_bytes(ids: npt.NDArray[np.int64]) -> bytes:
 def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _spans(stored: bytes) -> list[tuple[int, int]]:
+    """A chunk's sentence spans from their int32 (start, end) pairs (C ints: 4 bytes
+    wherever this runs), without numpy: 5 µs a chunk instead of 10, for ~60 chunks an /ask."""
+    values = iter(memoryview(stored).cast("i").tolist())
+    return list(zip(values, values, strict=True))
 
 
 def _heading_path(stored: str) -> tuple[str, ...]:

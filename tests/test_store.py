@@ -48,3 +48,18 @@ def test_sentence_spans_stored_at_indexing_match_the_chunk_text(tmp_path: Path) 
         assert row.sentences == split_sentences(row.text)
         assert all(row.text[a:b].strip() == row.text[a:b] != "" for a, b in row.sentences)
     store.close()
+
+
+def test_absent_words_are_those_no_chunk_holds_as_the_keyword_index_stems_them(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "qa.sqlite3")
+    document = Document(id="talks", title="Talks",
+                        text="The Russian delegation negotiated in Istanbul.")
+    store.replace_documents([(document, split_document(document, 200, 48), None)])
+    asked = ["delegations", "zebrafish", "negotiating", "zebrafish", "istanbul", "qwzx"]
+    # Stemmed as FTS5 stems (delegations ~ delegation), each word once, in the asked order.
+    assert store.absent_words(asked) == ["zebrafish", "qwzx"]
+    many = [f"unheard{i}" for i in range(2000)] + ["russian"]  # more than one statement holds
+    assert store.absent_words(many) == many[:-1]
+    assert store.absent_words([]) == []
+    store.close()
