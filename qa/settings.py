@@ -37,7 +37,8 @@ class Settings(BaseSettings):
         "short questions a little less alike than fp32 finds them).",
     )
     device: str = Field("cpu", description="Torch device for the embedder (QA_BACKEND=torch).")
-    batch_size: int = Field(32, ge=1, le=4096, description="Embedding batch size.")
+    batch_size: int = Field(32, ge=1, le=4096,
+                            description="Embedding batch size (torch; ONNX runs one text a call).")
     chunk_tokens: int = Field(
         200, ge=16, le=2048, description="Chunk size in cl100k tokens (tiktoken)."
     )

@@ -89,6 +89,22 @@ def test_int8_stays_within_cosine_099_of_fp32(int8_embedder: Embedder,
     assert cosine.mean() < 0.99999  # really the quantised graph, not fp32 again
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_texts_vector_does_not_depend_on_what_it_is_embedded_with(
+    precision: str, fp32_embedder: Embedder, int8_embedder: Embedder
+) -> None:
+    """Each text is its own unpadded call: int8's activation scales (per call) once made the
+    same question alone and beside a long text differ (cosine 0.9934); fp32's padding moved
+    the last bits."""
+    encoder = fp32_embedder if precision == "fp32" else int8_embedder
+    texts = shared_chunks(6)
+    question = texts[-4]
+    beside_long = encoder.embed([texts[-1], question, texts[0]])[1]
+    beside_short = encoder.embed([question, texts[-2], texts[-3]])[0]
+    assert np.array_equal(beside_long, beside_short)  # the same call, whatever the company
+    alone = encoder.embed([question])[0]  # alone: the every-core session, same graph
+    assert float(alone @ beside_long) >= 0.99999
+
 def test_both_backends_read_the_same_model_input(embedder: Embedder,
                                                  torch_embedder: Embedder) -> None:
     assert embedder.max_seq_length == torch_embedder.max_seq_length == 256
