@@ -172,7 +172,7 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
 
     if "ann" not in skip:
         log(f"ANN: {plan['ann_vectors']} synthetic vectors")
-        queries = embedder.embed(questions[-plan["ann_queries"] :], progress=False)
+        queries = embedder.embed_questions(questions[-plan["ann_queries"] :], progress=False)
         out["ann"] = measure_ann(real, queries, plan["ann_vectors"])
 
     out["acceptance"] = acceptance(out, plan)

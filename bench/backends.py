@@ -33,10 +33,10 @@ def measure_backends(documents: list[Document], texts: list[str], questions: lis
     cosine_default = np.sum(a * b, axis=1)
     q_onnx: list[float] = []
     q_torch: list[float] = []
-    for q in questions:  # embed(), not embed_query(): no cache on either side
+    for q in questions:  # embed_questions(), not embed_query(): no cache on either side
         for embedder, samples in ((onnx, q_onnx), (torch, q_torch)):
             started = time.perf_counter()
-            embedder.embed([q], progress=False)
+            embedder.embed_questions([q], progress=False)
             samples.append(time.perf_counter() - started)
     enc: dict[str, list[float]] = {"onnx": [], "torch": []}
     ing: dict[str, list[float]] = {"onnx": [], "torch": []}
@@ -87,10 +87,11 @@ def hybrid_hit_at_1(embedder: Embedder, questions: int | None = None) -> float:
 
 def measure_int8(texts: list[str], embedder: Embedder, questions: int | None = None
                  ) -> dict[str, Any]:
-    """The int8 graph (QA_ONNX_PRECISION=int8) against fp32: speed, cosine, hybrid hit@1.
-    `embedder` supplies the batch size; both graphs come from the export cache."""
+    """Documents through the int8 graph, questions fp32 (QA_ONNX_PRECISION=int8-documents)
+    against fp32: speed and cosine of documents, hybrid hit@1. `embedder` supplies the batch
+    size; both graphs come from the export cache."""
     fp32 = Embedder(precision="fp32", batch_size=embedder.batch_size)
-    quantized = Embedder(precision="int8", batch_size=embedder.batch_size)
+    quantized = Embedder(precision="int8-documents", batch_size=embedder.batch_size)
     quantized.embed(texts[:8], progress=False)
     fp32.embed(texts[:8], progress=False)
     fp32_s, int8_s = [], []
@@ -107,7 +108,8 @@ def measure_int8(texts: list[str], embedder: Embedder, questions: int | None = N
     drop = None if hit_fp32 is None or hit_int8 is None else round(hit_fp32 - hit_int8, 4)
     ok = float(cosine.min()) >= 0.99 and drop is not None and drop <= 0.005
     return {"texts": len(texts), "questions": questions or "all",
-            "kind": "ONNX dynamic int8, weights per channel; FFN output of layers 0-1 in fp32",
+            "kind": "documents: ONNX dynamic int8, weights per channel, FFN output of layers "
+                    "0-1 in fp32; questions fp32",
             "speedup": round(float(np.median(fp32_s) / np.median(int8_s)), 2),
             "cosine_min": round(float(cosine.min()), 4),
             "cosine_mean": round(float(cosine.mean()), 4),

@@ -63,7 +63,7 @@ def rows(collection: Collection, questions: tuple[Question, ...], group: str, an
 
 def collect(embedder: Embedder, *, with_claims: bool = False
             ) -> list[tuple[str, str, int, tuple[float, ...], bool]]:
-    settings = Settings(index_dir=CACHE / "calibration" / "seeds")
+    settings = Settings(index_dir=CACHE / "calibration" / f"seeds-{embedder.precision}")
     squad = load_dataset(SHARED / "squad-v1.1-dev-super-bowl-50.json")
     scifact = load_dataset(SHARED / "beir-scifact")
     near = tuple(Question(id=o["id"], text=o["question"], impossible=True) for o in
@@ -167,11 +167,11 @@ def main() -> None:
     parser.add_argument("--with-claims", action="store_true",
                         help="Also fit on SciFact claims asked of SciFact (tried, not shipped).")
     args = parser.parse_args()
-    if args.rows is None:
-        name = "rows-claims.json" if args.with_claims else "rows.json"
-        args.rows = CACHE / "calibration" / name
+    embedder = Embedder.from_settings(Settings())  # the shipped embedder, or QA_* settings
+    if args.rows is None:  # the rows depend on the vectors: one cache per precision
+        name = "rows-claims" if args.with_claims else "rows"
+        args.rows = CACHE / "calibration" / f"{name}-{embedder.precision}.json"
     if not args.rows.exists():
-        embedder = Embedder()
         data = collect(embedder, with_claims=args.with_claims)
         args.rows.parent.mkdir(parents=True, exist_ok=True)
         args.rows.write_text(json.dumps([[g, q, r, list(f), h] for g, q, r, f, h in data]))

@@ -52,7 +52,7 @@ def measure(n: int, queries: int = 60, seed: int = 3) -> dict[str, Any]:
     started = time.perf_counter()
     index.add(np.arange(1, n + 1, dtype=np.int64), data)
     build_s = time.perf_counter() - started
-    asked = embedder.embed(scifact_questions()[:queries], progress=False)
+    asked = embedder.embed_questions(scifact_questions()[:queries], progress=False)
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     for share in SHARES:

@@ -159,7 +159,7 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
             for block in range(0, len(batch), BLOCK):
                 for q in batch[block : block + BLOCK]:
                     started = time.perf_counter()
-                    row = embedder.embed([q], progress=False)
+                    row = embedder.embed_questions([q], progress=False)
                     vectors.search(row, DEPTH)
                     floor_s.append(time.perf_counter() - started)
                     queries.append(row[0])

@@ -803,7 +803,8 @@ def analytics(since: str, report_dir: Path | None, as_json: bool, index_dir: Pat
     check_index_dir(settings)
     # The model loads only when there are questions to group.
     result = summarize(read_history(settings.index_dir, start), since=start,
-                       embed=lambda texts: load_embedder(settings).embed(texts, progress=False))
+                       embed=lambda texts: load_embedder(settings).embed_questions(
+                           texts, progress=False))
     if report_dir is not None:
         for path in write_report(report_dir, result):
             click.echo(f"wrote {path}", err=True)

@@ -38,7 +38,11 @@ def model_name(model: str | None) -> str:
 Backend = Literal["onnx", "torch"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "torch")
 DEFAULT_BACKEND: Backend = "onnx"  # measured faster at equal vectors (README "Performance")
-Precision = Literal["fp32", "int8"]
+Precision = Literal["fp32", "int8", "int8-documents"]
+PRECISION_CHOICES: tuple[Precision, ...] = ("fp32", "int8", "int8-documents")
+# Documents through the int8 graph, questions through fp32 (README "Embedding backends"): the
+# ingestion rate of int8 with fp32's questions, as FAISS's asymmetric distances keep queries exact.
+DEFAULT_PRECISION: Precision = "int8-documents"
 
 
 class _TorchEncoder:
@@ -77,15 +81,18 @@ class _TorchEncoder:
 
 class Embedder:
     """One model behind `backend` (ONNX Runtime or PyTorch); rows are L2-normalized float32,
-    so inner product is cosine, and both backends give the same vectors (cosine >= 0.9999;
-    >= 0.99 with the opt-in ONNX int8 graph)."""
+    so inner product is cosine. Both backends give questions the same vectors (cosine >=
+    0.9999); documents too with `precision="fp32"`, and >= 0.99 through the int8 graph (the
+    default for documents)."""
 
     def __init__(
         self, model: str | None = None, *, backend: Backend = DEFAULT_BACKEND,
         device: str = "cpu", batch_size: int = 32, query_cache_size: int = 1024,
-        cache_dir: Path | None = None, precision: Precision = "fp32",
+        cache_dir: Path | None = None, precision: Precision = DEFAULT_PRECISION,
     ) -> None:
-        """`precision`: the ONNX graph's weights (the torch backend is always fp32)."""
+        """`precision`: the ONNX graphs' weights, for documents and questions: `fp32` both,
+        `int8` both, `int8-documents` documents int8 and questions fp32 (the torch backend is
+        always fp32)."""
         path = bundled_model_path() if model is None else Path(model)
         if not path.is_dir():
             raise InvalidInput(f"model directory {path} does not exist")
@@ -94,7 +101,13 @@ class Embedder:
         self.name = model_name(model)
         self.backend = backend
         self.batch_size = batch_size
+        if precision not in PRECISION_CHOICES:
+            raise InvalidInput(f"ONNX precision {precision!r} is not one of "
+                               f"{', '.join(PRECISION_CHOICES)}")
+        # Questions' encoder; documents' is made on first use when it is another graph, so
+        # `qa ask` never loads it.
         self._encoder: _TorchEncoder | OnnxEncoder
+        self._documents: _TorchEncoder | OnnxEncoder | None
         if backend == "onnx":
             if device != "cpu":
                 raise InvalidInput(f"device {device!r} needs QA_BACKEND=torch; the ONNX "
@@ -102,14 +115,19 @@ class Embedder:
             from qa.onnx_embedding import OnnxEncoder
 
             self.precision: Precision = precision
-            self._encoder = OnnxEncoder(path, cache_dir=cache_dir, precision=self.precision)
+            self._encoder = OnnxEncoder(path, cache_dir=cache_dir,
+                                        precision="int8" if precision == "int8" else "fp32")
+            self._documents = None if precision == "int8-documents" else self._encoder
+            self._model_dir, self._cache_dir = path, cache_dir
         else:
             self.precision = "fp32"
             self._encoder = _TorchEncoder(path, device)
+            self._documents = self._encoder
         self.dimension = self._encoder.dimension
         self._cache: OrderedDict[str, Vectors] = OrderedDict()
         self._cache_size = query_cache_size
         self._lock = Lock()
+        self._loading = Lock()
         self.calls = 0  # texts embedded so far; lets tests assert that nothing was re-embedded
 
     @classmethod
@@ -119,14 +137,33 @@ class Embedder:
                    batch_size=settings.batch_size, precision=settings.onnx_precision)
 
     def embed(self, texts: list[str], *, progress: bool | None = None) -> Vectors:
+        """Documents' rows (chunks as they are indexed)."""
+        return self._embed(self._document_encoder(), texts, progress)
+
+    def embed_questions(self, texts: list[str], *, progress: bool | None = None) -> Vectors:
+        """Questions' rows, as `embed_query` makes them (no cache): for comparing questions
+        with each other (analytics) and embedding many ahead (evaluations)."""
+        return self._embed(self._encoder, texts, progress)
+
+    def _embed(self, encoder: _TorchEncoder | OnnxEncoder, texts: list[str],
+               progress: bool | None) -> Vectors:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         if progress is None:
             progress = sys.stderr.isatty()
         self.calls += len(texts)
         with EMBEDDING_SECONDS.time():
-            vectors = self._encoder.encode(texts, self.batch_size, progress)
+            vectors = encoder.encode(texts, self.batch_size, progress)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _document_encoder(self) -> _TorchEncoder | OnnxEncoder:
+        with self._loading:
+            if self._documents is None:
+                from qa.onnx_embedding import OnnxEncoder
+
+                self._documents = OnnxEncoder(self._model_dir, cache_dir=self._cache_dir,
+                                              precision="int8")
+            return self._documents
 
     @property
     def max_seq_length(self) -> int:
@@ -144,7 +181,7 @@ class Embedder:
             if hit is not None:
                 self._cache.move_to_end(question)
                 return hit
-        vector = self.embed([question], progress=False)
+        vector = self.embed_questions([question], progress=False)
         vector.setflags(write=False)
         with self._lock:
             self._cache[question] = vector
@@ -156,7 +193,7 @@ class Embedder:
         """Embed many questions in batches ahead of asking them (evaluations): the cache then
         answers `embed_query`. Batched rows may differ from single ones in the last float bits."""
         fresh = [q for q in dict.fromkeys(questions) if q not in self._cache]
-        vectors = self.embed(fresh, progress=False)
+        vectors = self.embed_questions(fresh, progress=False)
         with self._lock:
             self._cache_size = max(self._cache_size, len(self._cache) + len(fresh))
             for question, vector in zip(fresh, vectors, strict=True):

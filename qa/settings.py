@@ -30,11 +30,11 @@ class Settings(BaseSettings):
         description="Embedding runtime: `onnx` (ONNX Runtime on the CPU, the model exported "
         "once to ~/.cache/qa/onnx; no torch at run time) or `torch` (sentence-transformers).",
     )
-    onnx_precision: Literal["fp32", "int8"] = Field(
-        "fp32",
-        description="ONNX weights: `fp32` (equal to torch's vectors) or `int8` (dynamic int8 "
-        "but the first two FFN output layers; cosine >= 0.99 to fp32, ~2-3x the chunks/s, "
-        "short questions a little less alike than fp32 finds them).",
+    onnx_precision: Literal["fp32", "int8", "int8-documents"] = Field(
+        "int8-documents",
+        description="ONNX weights: `int8-documents` (documents through the int8 graph, ~2-3x "
+        "the chunks/s, cosine >= 0.99 to fp32; questions fp32, equal to torch's), `fp32` (both "
+        "equal to torch's vectors) or `int8` (both int8: short questions a little less alike).",
     )
     device: str = Field("cpu", description="Torch device for the embedder (QA_BACKEND=torch).")
     batch_size: int = Field(32, ge=1, le=4096,

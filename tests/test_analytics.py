@@ -293,8 +293,9 @@ NEAR_MISSES = [
 
 
 def grouped_share(embedder: Embedder, pairs: list[tuple[str, str]]) -> float:
-    left = embedder.embed([a for a, _ in pairs], progress=False)
-    right = embedder.embed([b for _, b in pairs], progress=False)
+    """As analytics embeds questions: through the questions' (fp32) graph."""
+    left = embedder.embed_questions([a for a, _ in pairs], progress=False)
+    right = embedder.embed_questions([b for _, b in pairs], progress=False)
     return float(np.mean((left * right).sum(axis=1) >= DUPLICATE_THRESHOLD))
 
 

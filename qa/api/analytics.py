@@ -87,6 +87,6 @@ def analytics(request: Request, _: AdminKey, since: Since = "30d") -> JSONRespon
                                                                       start)
     embedder: Embedder = request.app.state.catalog.embedder
     result: dict[str, Any] = summarize(
-        history, since=start, embed=lambda texts: embedder.embed(texts, progress=False),
+        history, since=start, embed=lambda texts: embedder.embed_questions(texts, progress=False),
     ).to_dict()
     return JSONResponse(result)

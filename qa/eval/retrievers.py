@@ -39,7 +39,7 @@ class LocalRetriever:
         mode's latency includes embedding its questions (with --compare, later modes would
         otherwise find them cached by earlier ones)."""
         embedder = self.collection.embedder
-        embedder.embed(["warm-up"], progress=False)
+        embedder.embed_questions(["warm-up"], progress=False)
         embedder.clear_query_cache()
 
     def warm(self, questions: list[str]) -> None:
