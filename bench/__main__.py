@@ -21,15 +21,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.corpus import (  # noqa: E402
-    Corpus,
-    cached_vectors,
-    chunked,
-    corpus_key,
-    grown,
-    scifact_documents,
-    scifact_questions,
-)
+from bench.corpus import chunked, grown, scifact_corpus, scifact_questions  # noqa: E402
 from bench.measure import machine, revision  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -90,12 +82,9 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
     }
 
     log(f"real corpus: {plan['real']} chunks of SciFact (embeddings cached)")
-    documents, chunks = chunked(scifact_documents(), settings.chunk_tokens,
-                                settings.chunk_overlap, plan["real"])
+    base = scifact_corpus(embedder, plan["real"])
+    documents, chunks, real = base.documents, base.chunks, base.vectors
     texts = [c.text for cs in chunks for c in cs]
-    real = cached_vectors(texts, embedder, corpus_key(embedder.name, settings.chunk_tokens,
-                                                      settings.chunk_overlap))
-    base = Corpus(documents, chunks, real)
 
     def subset(n: int) -> tuple[list[Any], list[str]]:
         docs, parts = chunked(documents, settings.chunk_tokens, settings.chunk_overlap, n)

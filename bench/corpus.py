@@ -15,6 +15,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -167,6 +168,20 @@ def clustered(real: Vectors, n: int, seed: int = 1, clusters: int = 64, block: i
         yield np.ascontiguousarray(out / np.linalg.norm(out, axis=1, keepdims=True))
 
 
+def scifact_corpus(embedder: Any, at_least: int) -> Corpus:
+    """SciFact documents chunked with the default chunker until `at_least` chunks, with their
+    vectors from the cache (embedded once per model and chunker)."""
+    from qa.settings import Settings
+
+    settings = Settings()
+    documents, chunks = chunked(scifact_documents(), settings.chunk_tokens,
+                                settings.chunk_overlap, at_least)
+    vectors = cached_vectors([c.text for cs in chunks for c in cs], embedder,
+                             corpus_key(embedder.name, settings.chunk_tokens,
+                                        settings.chunk_overlap))
+    return Corpus(documents, chunks, vectors)
+
+
 def corpus_key(model: str, tokens: int, overlap: int) -> str:
     return f"scifact-{model.replace('/', '_')}-{tokens}-{overlap}"
 
@@ -181,9 +196,5 @@ if __name__ == "__main__":
     from qa.settings import Settings
 
     settings = Settings()
-    embedder = Embedder(settings.model, batch_size=settings.batch_size)
-    docs, chunks = chunked(scifact_documents(), settings.chunk_tokens, settings.chunk_overlap,
-                           int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)
-    texts = [c.text for cs in chunks for c in cs]
-    cached_vectors(texts, embedder,
-                   corpus_key(embedder.name, settings.chunk_tokens, settings.chunk_overlap))
+    scifact_corpus(Embedder(settings.model, batch_size=settings.batch_size),
+                   int(sys.argv[1]) if len(sys.argv) > 1 else 10_000)

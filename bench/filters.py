@@ -22,14 +22,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.corpus import (  # noqa: E402
-    cached_vectors,
-    chunked,
-    clustered,
-    corpus_key,
-    scifact_documents,
-    scifact_questions,
-)
+from bench.corpus import clustered, scifact_corpus, scifact_questions  # noqa: E402
 
 DEPTH = 30  # what retrieve() asks of the vector index for k=5
 SHARES = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
@@ -42,11 +35,7 @@ def measure(n: int, queries: int = 60, seed: int = 3) -> dict[str, Any]:
 
     settings = Settings()
     embedder = Embedder(settings.model, batch_size=settings.batch_size)
-    documents, chunks = chunked(scifact_documents(), settings.chunk_tokens,
-                                settings.chunk_overlap, 2000)
-    real = cached_vectors([c.text for cs in chunks for c in cs], embedder,
-                          corpus_key(embedder.name, settings.chunk_tokens,
-                                     settings.chunk_overlap))
+    real = scifact_corpus(embedder, 2000).vectors
     data = np.vstack(list(clustered(real, n)))
     index = vectors.VectorIndex(data.shape[1])
     started = time.perf_counter()

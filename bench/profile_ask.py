@@ -33,15 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.corpus import (
-    Corpus,
-    cached_vectors,
-    chunked,
-    corpus_key,
-    grown,
-    scifact_documents,
-    scifact_questions,
-)
+from bench.corpus import Corpus, chunked, grown, scifact_corpus, scifact_questions
 from bench.serving import build_collection
 from qa.collection import Collection
 from qa.embedding import Embedder
@@ -62,12 +54,9 @@ def mixed_index(directory: Path, embedder: Embedder) -> Path:
     sb_docs, sb_chunks = chunked(list(squad.documents), settings.chunk_tokens,
                                  settings.chunk_overlap, 10**9)
     sb_vectors = embedder.embed([c.text for cs in sb_chunks for c in cs], progress=False)
-    sf_docs, sf_chunks = chunked(scifact_documents(), settings.chunk_tokens,
-                                 settings.chunk_overlap, MIXED - sum(map(len, sb_chunks)))
-    sf_vectors = cached_vectors([c.text for cs in sf_chunks for c in cs], embedder,
-                                corpus_key(embedder.name, settings.chunk_tokens,
-                                           settings.chunk_overlap))
-    corpus = Corpus(sb_docs + sf_docs, sb_chunks + sf_chunks, np.vstack([sb_vectors, sf_vectors]))
+    sf = scifact_corpus(embedder, MIXED - sum(map(len, sb_chunks)))
+    corpus = Corpus(sb_docs + sf.documents, sb_chunks + sf.chunks,
+                    np.vstack([sb_vectors, sf.vectors]))
     build_collection(corpus, directory, embedder)
     return directory
 
@@ -79,13 +68,8 @@ def scaled_index(directory: Path, embedder: Embedder, size: int) -> Path:
         return directory
     from bench.__main__ import PLANS
 
-    settings = Settings()
-    documents, chunks = chunked(scifact_documents(), settings.chunk_tokens,
-                                settings.chunk_overlap, PLANS["quick"]["real"])
-    real = cached_vectors([c.text for cs in chunks for c in cs], embedder,
-                          corpus_key(embedder.name, settings.chunk_tokens,
-                                     settings.chunk_overlap))
-    build_collection(grown(Corpus(documents, chunks, real), size), directory, embedder)
+    build_collection(grown(scifact_corpus(embedder, PLANS["quick"]["real"]), size), directory,
+                     embedder)
     return directory
 
 

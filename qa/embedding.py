@@ -7,7 +7,7 @@ import sys
 from collections import OrderedDict
 from pathlib import Path
 from threading import Lock
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,7 @@ Backend = Literal["onnx", "torch"]
 BACKENDS: tuple[Backend, ...] = ("onnx", "torch")
 DEFAULT_BACKEND: Backend = "onnx"  # measured faster at equal vectors (README "Performance")
 Precision = Literal["fp32", "int8", "int8-documents"]
-PRECISION_CHOICES: tuple[Precision, ...] = ("fp32", "int8", "int8-documents")
+PRECISION_CHOICES: tuple[Precision, ...] = get_args(Precision)
 # Documents through the int8 graph, questions through fp32 (README "Embedding backends"): the
 # ingestion rate of int8 with fp32's questions, as FAISS's asymmetric distances keep queries exact.
 DEFAULT_PRECISION: Precision = "int8-documents"
@@ -162,7 +162,7 @@ class Embedder:
                 from qa.onnx_embedding import OnnxEncoder
 
                 self._documents = OnnxEncoder(self._model_dir, cache_dir=self._cache_dir,
-                                              precision="int8")
+                                              precision="int8", documents=True)
             return self._documents
 
     @property

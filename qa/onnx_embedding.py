@@ -266,9 +266,9 @@ class OnnxEncoder:
 
     def __init__(self, model_dir: Path, *, cache_dir: Path | None = None,
                  threads: int | None = None, model_file: Path | None = None,
-                 precision: str = "fp32") -> None:
-        """`model_file` runs another export of the same model (the bench's variants)."""
-        import onnxruntime as ort
+                 precision: str = "fp32", documents: bool = False) -> None:
+        """`model_file` runs another export of the same model (the bench's variants).
+        `documents`: it embeds only documents, so it never needs the every-core session."""
         from tokenizers import Tokenizer
 
         if not (model_dir / "tokenizer.json").is_file():
@@ -287,15 +287,16 @@ class OnnxEncoder:
 
         # A question gets every core (the 2-core box); documents get a core each.
         self._threads = threads or max(1, min(os.cpu_count() or 1, 8))
-        path = model_file or ensure_onnx(model_dir, cache_dir, precision)
-        self.path = path
-        self._session = ort.InferenceSession(str(path), session_options(self._threads),
-                                             providers=["CPUExecutionProvider"])
-        self._inputs = {i.name for i in self._session.get_inputs()}
-        self.dimension = int(self._session.get_outputs()[0].shape[-1])
-        self._single: Any = None  # the one-thread session many texts share, made on first use
+        self.path = model_file or ensure_onnx(model_dir, cache_dir, precision)
+        self._documents = documents
+        # Sessions by intra-op threads, each made on first use: every core for a question,
+        # one for each of many texts run side by side.
+        self._sessions: dict[int, Any] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._start = threading.Lock()
+        first = self._session(1 if documents else self._threads)
+        self._inputs = {i.name for i in first.get_inputs()}
+        self.dimension = int(first.get_outputs()[0].shape[-1])
 
     def model_input(self, text: str) -> str:
         offsets = self._prefix.encode(text, add_special_tokens=False).offsets
@@ -309,10 +310,10 @@ class OnnxEncoder:
         session (35.1 vs 27.3 chunks/s; torch 28.2). `batch_size` is the torch backend's."""
         encodings = self._tokenizer.encode_batch(texts)
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        if len(texts) == 1:
-            out[0] = self._run(self._session, encodings[0])
+        if len(texts) == 1 and not self._documents:
+            out[0] = self._run(self._session(self._threads), encodings[0])
             return out
-        session, pool = self._parallel()
+        session, pool = self._session(1), self._callers()
         # Longest first, so no core is left with one long text at the end.
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
 
@@ -338,17 +339,22 @@ class OnnxEncoder:
                                           if k in self._inputs})[0][0]
         return row
 
-    def _parallel(self) -> tuple[Any, ThreadPoolExecutor]:
-        """The one-thread session and its callers, one per core (ONNX Runtime releases the
-        GIL in `run`, and a session may be run from several threads at once)."""
+    def _session(self, threads: int) -> Any:
         with self._start:
-            if self._pool is None:
+            if threads not in self._sessions:
                 import onnxruntime as ort
 
-                self._single = ort.InferenceSession(str(self.path), session_options(1),
-                                                    providers=["CPUExecutionProvider"])
+                self._sessions[threads] = ort.InferenceSession(
+                    str(self.path), session_options(threads), providers=["CPUExecutionProvider"])
+            return self._sessions[threads]
+
+    def _callers(self) -> ThreadPoolExecutor:
+        """One caller per core for the one-thread session (ONNX Runtime releases the GIL in
+        `run`, and a session may be run from several threads at once)."""
+        with self._start:
+            if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="qa-embed")
-            return self._single, self._pool
+            return self._pool
 
 
 if __name__ == "__main__":  # `make install`: export the bundled model once, ahead of first use
