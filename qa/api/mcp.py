@@ -16,7 +16,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
-from qa.api.deps import caller_key, catalog_of, origin_of, scope_of
+from qa.api.deps import catalog_of, key_of, origin_of, scope_of
 from qa.api.guards import AskRateLimit
 from qa.api.problems import error_response
 from qa.errors import CollectionNotFound, Forbidden, QAError, Unauthorized
@@ -37,7 +37,7 @@ def request_key(request: Request) -> ApiKey | None:
     scheme, secret = get_authorization_scheme_param(request.headers.get("authorization"))
     given = (HTTPAuthorizationCredentials(scheme=scheme, credentials=secret)
              if scheme.lower() == "bearer" and secret else None)
-    return caller_key(request, given)
+    return key_of(request, given)
 
 
 class HttpGate:

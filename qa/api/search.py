@@ -4,12 +4,13 @@
 # No `from __future__ import annotations`: FastAPI must see the locally built AskRequest.
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from qa.api.deps import Scope, scope_dependency
+from qa.api.deps import CallerKey, Scope, collection_name, scope_dependency, scope_of
 from qa.api.feedback import log_answer
 from qa.api.guards import AskRateLimit
 from qa.api.problems import RATE_LIMITED_RESPONSE
@@ -25,6 +26,7 @@ from qa.api.schemas import (
 )
 from qa.crawl import last_crawl
 from qa.filters import all_of, parse_filter
+from qa.keys import ApiKey
 from qa.retrieval import answer_of, retrieve
 from qa.settings import Settings
 from qa.telemetry import record_question
@@ -40,12 +42,20 @@ def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
     AskRequest = ask_request_model(settings)
     ask_rate_limit = AskRateLimit(settings.ask_rate_limit)
     Reader = Annotated[Scope, Depends(scope_dependency("search", named=named))]
+    Named = Annotated[str, Depends(collection_name(named=named))]
 
     @router.post("/ask", response_model=AskResponse, tags=["search"],
                  responses={422: {"description": "Invalid question, k, mode or filter"},
                             **RATE_LIMITED_RESPONSE})
-    def ask(body: AskRequest, scope: Reader, request: Request  # type: ignore[valid-type]
-            ) -> Response:
+    async def ask(body: AskRequest, name: Named, key: CallerKey,  # type: ignore[valid-type]
+                  request: Request) -> Response:
+        # The scope (Reader's rules, which may read the catalog or open the collection) is
+        # resolved on the worker thread that answers: one hop off the event loop instead of
+        # two, ~0.6 ms of every answer on 2 cores (README "Performance").
+        return await run_in_threadpool(respond, body, name, key, request)
+
+    def respond(body: Any, name: str, key: ApiKey | None, request: Request) -> Response:
+        scope = scope_of(request, name, key, "search")
         ask_rate_limit.check(request, scope.rate_identity)
         started = time.perf_counter()
         question = body.question.strip()  # type: ignore[attr-defined]
