@@ -254,6 +254,9 @@ def table(out: dict[str, Any]) -> str:
                          f" = {logged['p50_on_over_off']}x"))
         rows.append((f"floor @ {size} (embed + {a['layout']} search) p50 ms",
                      str(a["floor"]["p50_ms"])))
+        if "client_overhead" in a:
+            rows.append((f"httpx over http.client (the bench's client) @ {size} ms",
+                         str(a["client_overhead"]["httpx_minus_http_client_p50_ms"])))
         rows.append((f"req/s @ {size} (hybrid, {a['requests_per_s']['concurrency']} clients)",
                      str(a["requests_per_s"]["hybrid"])))
         rows.append((f"index open @ {size} ms", str(a["index_open_ms"])))

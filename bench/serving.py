@@ -10,6 +10,8 @@ sees a question twice).
 from __future__ import annotations
 
 import hashlib
+import http.client
+import json
 import os
 import socket
 import subprocess
@@ -77,6 +79,57 @@ def build_collection(corpus: Corpus, directory: Path, embedder: Embedder) -> dic
     collection.close()
     return {"build_s": round(time.perf_counter() - started, 2), "layout": layout,
             "disk_bytes": directory_bytes(directory)}
+
+
+class LeanClient:
+    """POST /ask over one keep-alive connection with the standard library's http.client: what
+    a latency measurement should add on the client side is the wire, not the client library.
+    httpx adds ~1-3 ms of Python a request on this 2-core VM (measured in every run:
+    `client_overhead`), which would be counted against the server."""
+
+    def __init__(self, url: str) -> None:
+        parts = httpx.URL(url)
+        self._conn = http.client.HTTPConnection(parts.host, parts.port, timeout=60)
+
+    def ask(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The answer's JSON; raises on any status but 200."""
+        self._conn.request("POST", "/ask", json.dumps(body),
+                           {"Content-Type": "application/json"})
+        response = self._conn.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"/ask answered {response.status}: {data[:300]!r}")
+        return json.loads(data)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> LeanClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def client_overhead(url: str, questions: list[str]) -> dict[str, Any]:
+    """What httpx adds to an /ask over LeanClient: each question asked through both, in turns,
+    one right after the other (worded apart, so neither finds it in the server's query cache);
+    the paired difference's median."""
+    with httpx.Client(base_url=url, timeout=60) as rich, LeanClient(url) as lean:
+        differences = []
+        for number, q in enumerate(questions):
+            timed = {}
+            for name in (("httpx", "lean") if number % 2 else ("lean", "httpx")):
+                started = time.perf_counter()
+                if name == "httpx":
+                    rich.post("/ask", json={"question": f"{q} ({name})", "k": 5}
+                              ).raise_for_status()
+                else:
+                    lean.ask({"question": f"{q} ({name})", "k": 5})
+                timed[name] = time.perf_counter() - started
+            differences.append(timed["httpx"] - timed["lean"])
+    return {"httpx_minus_http_client_p50_ms": median_ms(differences),
+            "questions": len(questions)}
 
 
 class ServerProcess:
@@ -147,10 +200,9 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
     half = len(questions) // 2
     result: dict[str, Any] = {"chunks": len(vectors), "layout": vectors.layout,
                               "index_open_ms": median_ms(opens)}
-    with ServerProcess(directory, port) as server, httpx.Client(base_url=server.url,
-                                                                timeout=60) as http:
+    with ServerProcess(directory, port) as server, LeanClient(server.url) as http:
         for q in throughput_questions[-5:]:  # warm-up: first-request costs are not latency
-            http.post("/ask", json={"question": q + " warm", "k": 5})
+            http.ask({"question": q + " warm", "k": 5})
         result["server_rss_bytes"] = rss_bytes(server.process.pid)
         floor_s: list[float] = []
         queries = []
@@ -165,10 +217,9 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
                     queries.append(row[0])
                 for q in batch[block : block + BLOCK]:
                     started = time.perf_counter()
-                    response = http.post("/ask", json={"question": q, "k": 5, "mode": mode})
+                    answer = http.ask({"question": q, "k": 5, "mode": mode})
                     latencies.append(time.perf_counter() - started)
-                    response.raise_for_status()
-                    took.append(response.json()["took_ms"] / 1000.0)
+                    took.append(answer["took_ms"] / 1000.0)
             result[f"ask_{mode}"] = {**percentiles(latencies),
                                      "server_took_p50_ms": median_ms(took)}
         result["floor"] = percentiles(floor_s)
@@ -177,6 +228,8 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
                 result[f"ask_{mode}"]["p50_ms"] / result["floor"]["p50_ms"], 2)
         if filtered_questions:
             result["ask_filtered"] = measure_filtered(http, list(filtered_questions), shares)
+        # Questions no latency above asked (the server's query cache must not answer them).
+        result["client_overhead"] = client_overhead(server.url, throughput_questions[:20])
         result["requests_per_s"] = _throughput(server.url, throughput_questions[:-5],
                                                concurrency)
         result["server_rss_bytes_after"] = rss_bytes(server.process.pid)
@@ -186,7 +239,7 @@ def measure_size(directory: Path, embedder: Embedder, questions: list[str], *, p
     return result
 
 
-def measure_filtered(http: httpx.Client, questions: list[str], shares: dict[str, float]
+def measure_filtered(http: LeanClient, questions: list[str], shares: dict[str, float]
                      ) -> dict[str, Any]:
     """Hybrid /ask p50 with each of FILTERS and without, and each one's ratio to unfiltered.
 
@@ -208,10 +261,9 @@ def measure_filtered(http: httpx.Client, questions: list[str], shares: dict[str,
             if raw is not None:
                 body["filter"] = raw
             started = time.perf_counter()
-            response = http.post("/ask", json=body)
+            answer = http.ask(body)
             latencies[name].append(time.perf_counter() - started)
-            response.raise_for_status()
-            short[name] += len(response.json()["passages"]) < 5
+            short[name] += len(answer["passages"]) < 5
     base = percentiles(latencies["unfiltered"])
     out: dict[str, Any] = {"unfiltered": {**base, "fewer_than_k": short["unfiltered"]}}
     for name, raw in FILTERS.items():
@@ -236,19 +288,17 @@ def measure_query_log(directory: Path, questions: list[str], warm: list[str]
     before = _logged_rows(log_file)
     with ServerProcess(directory, _free_port(), {"QA_QUERY_LOG": "on"}) as on, \
             ServerProcess(directory, _free_port(), {"QA_QUERY_LOG": "off"}) as off, \
-            httpx.Client(base_url=on.url, timeout=60) as on_http, \
-            httpx.Client(base_url=off.url, timeout=60) as off_http:
+            LeanClient(on.url) as on_http, LeanClient(off.url) as off_http:
         cases = [("on", on_http), ("off", off_http)]
         for _, http in cases:
             for q in warm:  # first-request costs are not latency
-                http.post("/ask", json={"question": q + " warm", "k": 5}).raise_for_status()
+                http.ask({"question": q + " warm", "k": 5})
         latencies: dict[str, list[float]] = {"on": [], "off": []}
         for number, q in enumerate(questions):
             for name, http in cases[::-1] if number % 2 else cases:
                 started = time.perf_counter()
-                response = http.post("/ask", json={"question": q, "k": 5})
+                http.ask({"question": q, "k": 5})
                 latencies[name].append(time.perf_counter() - started)
-                response.raise_for_status()
     on_ms, off_ms = percentiles(latencies["on"]), percentiles(latencies["off"])
     paired = [a - b for a, b in zip(latencies["on"], latencies["off"], strict=True)]
     return {"on": on_ms, "off": off_ms,

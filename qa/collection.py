@@ -411,11 +411,14 @@ class Collection:
 
     # -- search ------------------------------------------------------------------------------
 
-    def dense_search(self, question: str, k: int, *, filter: Filter | None = None
-                     ) -> list[tuple[int, float]]:
-        """Top-k chunks by cosine; with a `filter`, top-k among the chunks it allows."""
+    def dense_search(self, question: str, k: int, *, filter: Filter | None = None,
+                     refresh: bool = True) -> list[tuple[int, float]]:
+        """Top-k chunks by cosine; with a `filter`, top-k among the chunks it allows.
+        `refresh=False`: the caller has just called `refresh` (its check reads SQLite, which
+        a keyword search running beside may hold)."""
         query = self.embedder.embed_query(question)
-        self.refresh()
+        if refresh:
+            self.refresh()
         allowed = None if filter is None else self.allowed_ids(filter)
         with self._lock:
             ids, scores = self._vectors.search(query, k, allowed=allowed)

@@ -189,8 +189,11 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         dense = collection.dense_search(question, depth, filter=filter)
         scored, absent_words = keyword_side()
     else:
+        # The vectors' freshness check reads SQLite, as the keyword side does from the moment
+        # it starts: checked first, it never waits for a keyword search to finish.
+        collection.refresh()
         beside = _BESIDE.submit(keyword_side)
-        dense = collection.dense_search(question, depth, filter=filter)
+        dense = collection.dense_search(question, depth, filter=filter, refresh=False)
         scored, absent_words = beside.result()
     keyword = scored[:depth] if mode != "dense" else []
     absent = len(absent_words) / max(len(content), 1)

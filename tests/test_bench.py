@@ -33,6 +33,7 @@ def test_smoke_bench_measures_every_part_and_writes_its_json(tmp_path: Path) -> 
     for mode in ("hybrid", "dense"):
         assert large[f"ask_{mode}"]["p50_ms"] > 0 and large[f"ask_{mode}"]["p50_over_floor"] > 0
     assert large["requests_per_s"]["failed"] == 0
+    assert large["client_overhead"]["questions"] > 0  # what httpx would add, reported beside
     assert out["ann"]["vectors"] == out["params"]["ann_vectors"]
     assert 0.9 <= out["ann"]["recall_at_10"] <= 1.0
     assert "skipped" in out["peer"] or out["peer"]["query_p50_ms"]["txtai"] > 0
