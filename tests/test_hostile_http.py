@@ -17,8 +17,9 @@ import httpx
 import pytest
 from conftest import LiveServer, free_port
 from pydantic import ValidationError
+from starlette.testclient import TestClient
 
-from qa.api.guards import MAX_BODY_DEPTH, json_depth
+from qa.api.guards import MAX_BODY_DEPTH, NoSniffMiddleware, json_depth, may_nest_deeper
 from qa.collection import Collection
 from qa.embedding import Embedder
 from qa.loaders import MAX_METADATA_DEPTH
@@ -74,6 +75,42 @@ def test_json_depth_counts_brackets_outside_strings_only() -> None:
     assert json_depth(b'{"q": "[[[[{{{{", "r": "\\"[[["}') == 1
     assert json_depth(nested(5000).encode()) == 5000
     assert json_depth(b"") == 0
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a": [1, {"b": []}]}', b'{"q": "[[[[{{{{", "r": "\\"[[["}', b"[[[]]][[[[]]]]", b"{}",
+    nested(MAX_BODY_DEPTH + 1).encode(), b'"[[[[" ' + nested(70).encode(), b"]]]][[[[", b"1",
+])
+def test_the_bracket_count_never_lets_a_body_nested_past_a_cap_skip_the_depth_count(
+    raw: bytes,
+) -> None:
+    depth = json_depth(raw)
+    for cap in range(depth):  # every cap this body goes past
+        assert may_nest_deeper(raw, cap)
+    assert not may_nest_deeper(b'{"question": "[what] {is} [[this]]?", "k": 5}', MAX_BODY_DEPTH)
+
+
+@pytest.mark.parametrize("depth, refused", [(MAX_BODY_DEPTH, False), (MAX_BODY_DEPTH + 1, True)])
+def test_an_ask_body_nested_one_past_the_cap_is_refused_and_one_at_it_is_not(
+    client: httpx.Client, depth: int, refused: bool
+) -> None:
+    # The outer object is a level: these have depth and exactly as many opening brackets.
+    body = '{"question": ' + nested(depth - 1) + "}"
+    response = post_json(client, "/ask", body)
+    assert response.status_code == 422
+    assert ("nested" in response.json()["detail"]) is refused
+
+
+def test_nosniff_replaces_a_header_the_app_already_set_rather_than_repeat_it() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"x-content-type-options", b"sniff-away"), (b"content-length", b"0"),
+            (b"x-content-type-options", b"again")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    response = TestClient(NoSniffMiddleware(app)).get("/")  # no lifespan: a bare ASGI app
+    assert response.headers.get_list("x-content-type-options") == ["nosniff"]
+    assert list(response.headers)[0] == "x-content-type-options"  # where the first one was
 
 
 @pytest.mark.parametrize("depth", [1200, 5000])
