@@ -27,6 +27,8 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -76,14 +78,44 @@ def scaled_index(directory: Path, embedder: Embedder, size: int) -> Path:
 # What `--stages` times inside rank_passages: the collection's reads and the pure steps.
 COLLECTION_STAGES = ("dense_search", "keyword_search", "absent_words", "chunk_rows", "cosines",
                      "text_span")
-RETRIEVAL_STAGES = ("match_sentences", "fuse_features", "assemble_passages", "highlight_of",
-                    "query_words")
+RETRIEVAL_STAGES = ("match_sentences", "fuse_features", "_fused", "assemble_passages",
+                    "highlight_of", "query_words")
+
+
+# The stages that run after the keyword and dense sides have joined, inside the snapshot.
+POST_JOIN_STAGES = ("chunk_rows", "cosines", "text_span", "match_sentences", "fuse_features",
+                    "_fused", "assemble_passages", "highlight_of")
+
+
+class PostJoinClock:
+    """Times the `with collection.snapshot():` block of rank_passages (all the work after the
+    keyword side has joined the dense one), on one collection instance."""
+
+    def __init__(self, collection: Any) -> None:
+        self.samples: list[float] = []
+        self._collection = collection
+        original = type(collection).snapshot
+        samples = self.samples
+
+        @contextmanager
+        def timed() -> Iterator[None]:
+            started = time.perf_counter()
+            with original(collection):
+                yield
+            samples.append(time.perf_counter() - started)
+
+        collection.snapshot = timed
+
+    def restore(self) -> None:
+        del self._collection.snapshot
 
 
 class StageClock:
     """Wraps named methods of a collection and functions of a retrieval module with
-    perf_counter, summing each call's time per question; what is left of rank_passages is
-    `rest` (z-scores, dicts, Passage and Evidence objects, the snapshot's BEGIN/COMMIT)."""
+    perf_counter, summing each call's time per question. The keyword side runs on a thread
+    beside the dense one, so their times overlap: `post_join` is the snapshot block after
+    they joined, and `rest` what of it the named stages leave (dicts, z-score inputs,
+    Passage and Evidence objects, the snapshot's BEGIN/COMMIT)."""
 
     def __init__(self, module: Any, collection: Any) -> None:
         self.spent: dict[str, float] = {}
@@ -94,6 +126,7 @@ class StageClock:
         for name in RETRIEVAL_STAGES:
             if hasattr(module, name):
                 self._wrap(module, name)
+        self._post_join = PostJoinClock(collection)
 
     def _wrap(self, owner: Any, name: str) -> None:
         original = getattr(owner, name)
@@ -110,13 +143,17 @@ class StageClock:
         setattr(owner, name, timed)
 
     def record(self, total: float) -> None:
-        self.spent["rest"] = total - sum(self.spent.values())
+        post_join = self._post_join.samples.pop()
+        self.spent["rest"] = post_join - sum(v for k, v in self.spent.items()
+                                             if k in POST_JOIN_STAGES)
+        self.spent["post_join"] = post_join
         self.spent["total"] = total
         for name, value in self.spent.items():
             self.samples.setdefault(name, []).append(value)
         self.spent.clear()
 
     def restore(self) -> None:
+        self._post_join.restore()
         for owner, name, before in reversed(self._undo):
             if before is None:
                 delattr(owner, name)
@@ -165,12 +202,15 @@ def same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
     return True
 
 
-def forget_sentences() -> None:
+def forget_sentences(collection: Collection) -> None:
+    """Empty the current code's caches of analysed sentences and passages, and the store's
+    kept chunk rows: what a question about chunks not asked about lately costs."""
     import qa.highlight
 
     for cached in (qa.highlight._sentence_terms, qa.highlight._anchors,
-                   qa.highlight._typed_words):
+                   qa.highlight._typed_words, qa.highlight._analyse_passage):
         cached.cache_clear()
+    collection.store._rows.clear()
 
 
 def main() -> None:
@@ -182,7 +222,8 @@ def main() -> None:
                         / "qa-profile-ask-mixed")
     parser.add_argument("-k", type=int, default=5)
     parser.add_argument("--cold", action="store_true",
-                        help="empty the current code's sentence caches before each call")
+                        help="empty the current code's sentence, passage and row caches "
+                        "before each call")
     parser.add_argument("--scale", type=int, help="also an index of this many chunks, as "
                         "`python -m bench --quick --sizes ...,N` builds it (SciFact questions)")
     parser.add_argument("--scale-dir", type=Path, help="where the scaled index is kept "
@@ -230,15 +271,22 @@ def main() -> None:
             print(f"== {label}: cProfile of rank_passages over {len(questions)} questions")
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        if args.stages:
-            clock = StageClock(qa.retrieval, collection)
+        if args.stages:  # with --baseline, the baseline's stages too, in turns
+            runs = [(label, qa.retrieval, collection)]
+            if old is not None:
+                for q in questions:  # warm as the current code was
+                    base[0].retrieve(old, q, args.k)
+                runs.append((f"{label} at {args.baseline}", base[0], old))
+            clocks = [StageClock(module, coll) for _, module, coll in runs]
             for _ in range(args.rounds):
                 for q in questions:
-                    started = time.perf_counter()
-                    qa.retrieval.rank_passages(collection, q, max(args.k, 5))
-                    clock.record(time.perf_counter() - started)
-            clock.restore()
-            clock.report(label)
+                    for clock, (_, module, coll) in zip(clocks, runs, strict=True):
+                        started = time.perf_counter()
+                        module.rank_passages(coll, q, max(args.k, 5))
+                        clock.record(time.perf_counter() - started)
+            for clock, (name, _, _) in zip(clocks, runs, strict=True):
+                clock.restore()
+                clock.report(name)
         if old is not None:
             differ = sum(not same(outputs(qa.retrieval.retrieve(collection, q, args.k)),
                                   outputs(base[0].retrieve(old, q, args.k)))
@@ -246,6 +294,9 @@ def main() -> None:
             print(f"{label}: retrieve() outputs differing from {args.baseline}: "
                   f"{differ} of {len(questions)}")
         times: dict[str, list[float]] = {"current": [], "baseline": []}
+        post_join = {"current": PostJoinClock(collection)}
+        if old is not None:
+            post_join["baseline"] = PostJoinClock(old)
         for _ in range(args.rounds):
             for q in questions:  # in turns, question by question: the same load for both
                 for which, module, coll in (("current", qa.retrieval, collection),
@@ -253,7 +304,7 @@ def main() -> None:
                     if coll is None:
                         continue
                     if args.cold and which == "current":
-                        forget_sentences()
+                        forget_sentences(collection)
                     started = time.perf_counter()
                     module.rank_passages(coll, q, max(args.k, 5))
                     times[which].append(time.perf_counter() - started)
@@ -262,7 +313,10 @@ def main() -> None:
                 print(f"{label} ({collection.counts()[1]} chunks) {which}: rank_passages "
                       f"median {1000 * float(np.median(values)):.2f} ms, "
                       f"p90 {1000 * float(np.percentile(values, 90)):.2f} ms "
-                      f"over {len(values)} calls")
+                      f"over {len(values)} calls; after the join (snapshot block) median "
+                      f"{1000 * float(np.median(post_join[which].samples)):.2f} ms")
+        for clock in post_join.values():
+            clock.restore()
         collection.close()
         if old is not None:
             old.close()

@@ -95,6 +95,27 @@ def _sentence_terms(sentence: str) -> tuple[frozenset[str], frozenset[tuple[str,
     return frozenset(words), frozenset(zip(words, words[1:], strict=False))
 
 
+# A passage's sentences analysed together, and which of them hold each term, kept by the
+# passage's text and spans: a question reads the sentences that hold one of its words only.
+ANALYSED_PASSAGES = 1 << 13
+
+
+@dataclass(frozen=True)
+class _Passage:
+    sentences: tuple[tuple[frozenset[str], frozenset[tuple[str, str]]], ...]  # _sentence_terms
+    holding: dict[str, tuple[int, ...]]  # term → the sentences that hold it (never changed)
+
+
+@lru_cache(maxsize=ANALYSED_PASSAGES)
+def _analyse_passage(text: str, spans: tuple[tuple[int, int], ...]) -> _Passage:
+    sentences = tuple(_sentence_terms(text[s:e]) for s, e in spans)
+    holding: dict[str, list[int]] = {}
+    for i, (words, _) in enumerate(sentences):
+        for word in words:
+            holding.setdefault(word, []).append(i)
+    return _Passage(sentences, {word: tuple(at) for word, at in holding.items()})
+
+
 PHRASE_WEIGHT = 0.5  # a question's word pair found side by side counts half again
 
 
@@ -118,12 +139,15 @@ def match_sentences(question: str, passages: Sequence[str],
     given = found if found is not None else [None] * len(passages)
     sentences = [split_sentences(text) if spans is None else spans
                  for text, spans in zip(passages, given, strict=True)]
-    analysed = [[_sentence_terms(text[s:e]) for s, e in spans]
+    analysed = [_analyse_passage(text, tuple(spans))
                 for text, spans in zip(passages, sentences, strict=True)]
-    bags = [[w & wanted for w, _ in passage] for passage in analysed]
+    # Each passage's question words; only the sentences holding one can score above 0.
+    held = [[t for t in wanted if t in passage.holding] for passage in analysed]
     n = max(len(passages), 1)
-    held = [frozenset().union(*passage) for passage in bags]
-    df = {t: sum(1 for terms_held in held if t in terms_held) for t in wanted}
+    df = dict.fromkeys(wanted, 0)
+    for terms_held in held:
+        for t in terms_held:
+            df[t] += 1
     idf = {t: math.log(1 + n / (df[t] or 0.5)) for t in wanted}
     total = sum(idf.values()) or 1.0
     matches: list[SentenceMatch | None] = []
@@ -131,29 +155,33 @@ def match_sentences(question: str, passages: Sequence[str],
     asked_words = set(split_words(question))
     doubled = {a for a, b in asked_pairs if a == b}  # "bora bora": a pair of one word
     bonus = ANSWER_TYPE_BONUS * total
-    for text, spans, passage, passage_words in zip(passages, sentences, bags, analysed,
-                                                    strict=True):
+    for text, spans, passage, passage_held in zip(passages, sentences, analysed, held,
+                                                  strict=True):
         if not spans:
             matches.append(None)
             continue
-        # A phrase needs two of the question's words in the sentence: skip the pairs otherwise.
-        # Most sentences hold no question word: they score 0.0 without a sum.
-        scores = [
-            sum(idf[t] for t in bag)
-            + (PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & pairs)
-               if asked_pairs and (len(bag) > 1 or bag & doubled) else 0.0)
-            if bag else 0.0
-            for bag, (_, pairs) in zip(passage, passage_words, strict=True)
-        ]
-        typed = [False] * len(spans)
-        if kind is not None:
-            # The bonus can only lift a sentence that holds a question word (it needs an anchor).
-            typed = [bool(bag) and _has_answer_type(kind, text[a:b], asked_words, wanted)
-                     for bag, (a, b) in zip(passage, spans, strict=True)]
-            scores = [score + bonus * t for score, t in zip(scores, typed, strict=True)]
-        best = max(range(len(spans)), key=lambda i: (scores[i], -i))
-        matches.append(SentenceMatch(min(scores[best] / total, 1.0), scores[best] / total,
-                                     *spans[best], typed=typed[best]))
+        # A sentence without a question word scores 0.0: the first sentence, unless one of
+        # those holding a question word (each above 0.0) wins.
+        best, best_score, best_typed = 0, 0.0, False
+        holding = passage.holding
+        for i in (holding[passage_held[0]] if len(passage_held) == 1 else
+                  sorted({i for t in passage_held for i in holding[t]})):
+            words, pairs = passage.sentences[i]
+            bag = words & wanted
+            # A phrase needs two of the question's words in the sentence: skip the pairs
+            # otherwise.
+            score = sum(map(idf.__getitem__, bag)) + (
+                PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & pairs)
+                if asked_pairs and (len(bag) > 1 or bag & doubled) else 0.0)
+            typed = False
+            if kind is not None:
+                a, b = spans[i]
+                typed = _has_answer_type(kind, text[a:b], asked_words, wanted)
+                score = score + bonus * typed
+            if score > best_score:  # ties keep the earlier sentence
+                best, best_score, best_typed = i, score, typed
+        matches.append(SentenceMatch(min(best_score / total, 1.0), best_score / total,
+                                     *spans[best], typed=best_typed))
     return matches
 
 

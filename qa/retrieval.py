@@ -74,13 +74,23 @@ def fuse_features(candidates: Sequence[Features], *, dense: float = DENSE_WEIGHT
                   keyword: float = KEYWORD_WEIGHT, coverage: float = COVERAGE_WEIGHT
                   ) -> list[tuple[int, float]]:
     """Weighted sum of z-normalized features, best first."""
-    if not candidates:
+    return _fused([c.chunk_id for c in candidates], [c.dense for c in candidates],
+                  [c.keyword for c in candidates], [c.coverage for c in candidates],
+                  weights=(dense, keyword, coverage))
+
+
+def _fused(ids: Sequence[int], dense: Sequence[float], keyword: Sequence[float],
+           coverage: Sequence[float], *,
+           weights: tuple[float, float, float] = (DENSE_WEIGHT, KEYWORD_WEIGHT, COVERAGE_WEIGHT)
+           ) -> list[tuple[int, float]]:
+    """fuse_features over the features as columns (no Features object per candidate)."""
+    if not ids:
         return []
-    score = (dense * _zscores([c.dense for c in candidates])
-             + keyword * _zscores([c.keyword for c in candidates])
-             + coverage * _zscores([c.coverage for c in candidates]))
-    order = np.argsort(-score, kind="stable")
-    return [(candidates[i].chunk_id, float(score[i])) for i in order]
+    score = (weights[0] * _zscores(dense) + weights[1] * _zscores(keyword)
+             + weights[2] * _zscores(coverage))
+    order = np.argsort(-score, kind="stable").tolist()
+    scores = score.tolist()
+    return [(ids[i], scores[i]) for i in order]
 
 
 @dataclass
@@ -208,8 +218,10 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         if missing:
             cosines.update(collection.cosines(question, missing))
         bm25 = dict(scored)  # a candidate beyond the first BM25_DEPTH matches counts 0
-        matches = dict(zip(ids, match_sentences(question, [rows[c].text for c in ids],
-                                                [rows[c].sentences for c in ids]), strict=True))
+        chosen = [rows[c] for c in ids]
+        matches = dict(zip(ids, match_sentences(question, [r.text for r in chosen],
+                                                [r.sentences for r in chosen]), strict=True))
+        sentence_scores = {c: _sentence_score(m) for c, m in matches.items()}
         if mode == "dense":
             ranked = dense
         elif mode == "keyword":
@@ -217,11 +229,8 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         elif fusion == "rrf":
             ranked = fuse_rankings([dense, keyword])
         else:
-            ranked = fuse_features([
-                Features(c, cosines[c], bm25.get(c, 0.0), _sentence_score(matches[c]))
-                for c in ids
-            ])
-        sentence_scores = {c: _sentence_score(m) for c, m in matches.items()}
+            ranked = _fused(ids, [cosines[c] for c in ids], [bm25.get(c, 0.0) for c in ids],
+                            list(sentence_scores.values()))
         best_bm25 = max(bm25.values(), default=0.0) or 1.0
         found: list[tuple[Passage, Evidence]] = []
         for span in assemble_passages(ranked, rows, k, sentence_scores):

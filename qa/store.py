@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
@@ -33,6 +34,13 @@ SCHEMA_VERSION = 1
 # SQLite's default limit on bound parameters is 999: `IN (...)` lists are sent in batches.
 MAX_PARAMETERS = 900
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's write to finish
+# Chunk rows kept in memory by chunk id (~1.5 KB each with SciFact's chunks: ~25 MB). A chunk id
+# is never reused, and nothing in its row changes while it lives but its document's `source`
+# (a details update; any other change replaces the document, so its chunks get new ids):
+# chunk_rows reads the ids, the filter and the source every time, and the text, spans and
+# citation fields only of chunks not kept. At 100k chunks that read is 0.35 ms for ~57
+# candidates against 0.9 ms for whole rows, and their ChunkRow objects are made once.
+CHUNK_ROWS = 1 << 14
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -80,6 +88,7 @@ class Store:
         self._lock = threading.RLock()
         self._frequency: dict[str, int] = {}  # FTS5 stem → chunks holding it (see _affordable)
         self._frequency_at = 0  # chunk ids issued when those counts were taken
+        self._rows: dict[int, ChunkRow] = {}  # chunk id → its row, see CHUNK_ROWS
         if read_only:
             self._conn = _connect_read_only(path)
             _map_pages(self._conn)
@@ -305,23 +314,43 @@ class Store:
     def chunk_rows(self, ids: Sequence[int], *, filter: Filter | None = None
                    ) -> dict[int, ChunkRow]:
         """Chunks by id, with their text sliced from the document; deleted ids are absent, and
-        so are those `filter` does not allow (as the rows stand in this read)."""
+        so are those `filter` does not allow (as the rows stand in this read).
+
+        A row kept in `_rows` (see CHUNK_ROWS) is read again only for what can change: whether
+        its chunk lives and passes the filter, and its document's source. The others are read
+        whole and kept."""
         found: dict[int, ChunkRow] = {}
         where, params = filter.sql() if filter is not None else ("1", [])
-        for batch in _batches([int(i) for i in ids], MAX_PARAMETERS):
-            with self._lock:
-                rows = self._conn.execute(
-                    "SELECT c.id, c.document_id, c.start, c.end,"
-                    " substr(d.text, c.start + 1, c.end - c.start), c.page, c.heading_path,"
-                    " d.title, d.source, d.date, d.url, c.sentences"
-                    " FROM chunks c JOIN documents d ON d.id = c.document_id"
-                    f" WHERE c.id IN ({','.join('?' * len(batch))}) AND ({where})",
-                    [*batch, *params],
-                ).fetchall()
-            for r in rows:
-                found[r[0]] = ChunkRow(
-                    r[0], r[1], r[2], r[3], r[4], r[5], _heading_path(r[6]), r[7], r[8],
-                    r[9], r[10], None if r[11] is None else _spans(r[11]))
+        # One read transaction for both queries (joins the caller's snapshot if it holds one).
+        with self.snapshot():
+            for batch in _batches(sorted({int(i) for i in ids}), MAX_PARAMETERS):
+                kept = [i for i in batch if i in self._rows]
+                if len(self._rows) + len(batch) - len(kept) > CHUNK_ROWS:
+                    self._rows.clear()  # all at once: cheaper than an LRU's upkeep on each hit
+                    kept = []
+                unread = [i for i in batch if i not in self._rows] if kept else batch
+                if unread:
+                    for r in self._conn.execute(
+                        "SELECT c.id, c.document_id, c.start, c.end,"
+                        " substr(d.text, c.start + 1, c.end - c.start), c.page, c.heading_path,"
+                        " d.title, d.source, d.date, d.url, c.sentences"
+                        " FROM chunks c JOIN documents d ON d.id = c.document_id"
+                        f" WHERE c.id IN ({','.join('?' * len(unread))}) AND ({where})",
+                        [*unread, *params],
+                    ).fetchall():
+                        found[r[0]] = self._rows[r[0]] = ChunkRow(
+                            r[0], r[1], r[2], r[3], r[4], r[5], _heading_path(r[6]), r[7], r[8],
+                            r[9], r[10], None if r[11] is None else _spans(r[11]))
+                if kept:
+                    for cid, source in self._conn.execute(
+                        "SELECT c.id, d.source FROM chunks c JOIN documents d"
+                        f" ON d.id = c.document_id WHERE c.id IN ({','.join('?' * len(kept))})"
+                        f" AND ({where})", [*kept, *params],
+                    ).fetchall():
+                        row = self._rows[cid]
+                        if row.source != source:  # its document's details changed since
+                            row = self._rows[cid] = replace(row, source=source)
+                        found[cid] = row
         return found
 
     def keyword_search(self, question: str, k: int, *, budget: int | None = None,

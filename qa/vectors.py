@@ -96,6 +96,15 @@ class VectorIndex:
         slots = faiss.vector_to_array(self._index.id_map).astype(np.int64)
         return slots[slots != _DEAD] if self._dead else slots
 
+    def stored(self, ids: Ids) -> npt.NDArray[np.float32] | None:
+        """The vectors held for `ids`, in their order, exactly as added (flat and refinement
+        vectors are kept as floats); None when any of them is not held."""
+        try:
+            vectors = self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+        except RuntimeError:  # FAISS's error for an id its map does not hold
+            return None
+        return np.asarray(vectors, dtype=np.float32)
+
     # -- writes ------------------------------------------------------------------------------
 
     def add(self, ids: Ids, vectors: npt.NDArray[np.float32]) -> None:

@@ -63,3 +63,34 @@ def test_absent_words_are_those_no_chunk_holds_as_the_keyword_index_stems_them(
     assert store.absent_words(many) == many[:-1]
     assert store.absent_words([]) == []
     store.close()
+
+
+def test_chunk_rows_kept_in_memory_follow_another_connections_writes(tmp_path: Path) -> None:
+    """Rows are kept by chunk id between reads: a details update elsewhere still shows its
+    source and metadata (through a filter), and a replaced or deleted document's chunks
+    vanish, its new chunks reading the new text."""
+    from qa.filters import parse_filter
+
+    reader, writer = Store(tmp_path / "qa.sqlite3"), Store(tmp_path / "qa.sqlite3")
+    first = Document(id="notes", title="Notes", text="Zebrafish regrow fins. They heal fast.",
+                     source="a.txt", metadata={"team": "fish"})
+    (ids, _) = writer.replace_documents([(first, split_document(first, 200, 48), None)])
+    fish = parse_filter({"metadata.team": "fish"})
+    assert {r.source for r in reader.chunk_rows(ids).values()} == {"a.txt"}
+    assert set(reader.chunk_rows(ids, filter=fish)) == set(ids)
+
+    moved = Document(id="notes", title="Notes", text=first.text, source="b.txt",
+                     metadata={"team": "birds"})
+    writer.replace_documents([], details=[moved])
+    assert {r.source for r in reader.chunk_rows(ids).values()} == {"b.txt"}
+    assert reader.chunk_rows(ids, filter=fish) == {}
+
+    rewritten = Document(id="notes", title="Notes", text="Axolotls regrow limbs.")
+    (new_ids, _) = writer.replace_documents(
+        [(rewritten, split_document(rewritten, 200, 48), None)])
+    assert reader.chunk_rows(ids) == {}
+    assert [r.text for r in reader.chunk_rows(new_ids).values()] == ["Axolotls regrow limbs."]
+    writer.delete_document("notes")
+    assert reader.chunk_rows(new_ids) == {}
+    reader.close()
+    writer.close()
