@@ -154,6 +154,7 @@ def match_sentences(question: str, passages: Sequence[str],
     kind = answer_type(question)
     asked_words = set(split_words(question))
     doubled = {a for a, b in asked_pairs if a == b}  # "bora bora": a pair of one word
+    phrase = {(a, b): (idf[a] + idf[b]) / 2 for a, b in asked_pairs}
     bonus = ANSWER_TYPE_BONUS * total
     for text, spans, passage, passage_held in zip(passages, sentences, analysed, held,
                                                   strict=True):
@@ -170,9 +171,9 @@ def match_sentences(question: str, passages: Sequence[str],
             bag = words & wanted
             # A phrase needs two of the question's words in the sentence: skip the pairs
             # otherwise.
-            score = sum(map(idf.__getitem__, bag)) + (
-                PHRASE_WEIGHT * sum((idf[a] + idf[b]) / 2 for a, b in asked_pairs & pairs)
-                if asked_pairs and (len(bag) > 1 or bag & doubled) else 0.0)
+            score = sum(map(idf.__getitem__, bag))
+            if asked_pairs and (len(bag) > 1 or bag & doubled):
+                score += PHRASE_WEIGHT * sum(map(phrase.__getitem__, asked_pairs & pairs))
             typed = False
             if kind is not None:
                 a, b = spans[i]

@@ -104,6 +104,20 @@ class _Span:
     score: float
     parts: int = 1
     best_match: int = 0  # chunk id whose sentence match is the highlight
+    merged: ChunkRow | None = None  # the neighbour merged into it, if any
+
+    def pieced_text(self) -> str | None:
+        """The span's text pieced from its chunks' texts (each is its document's text from
+        the chunk's start to end), or None when they leave a gap between them."""
+        if self.merged is None:
+            return self.lead.text
+        text, end = "", self.start
+        for row in sorted((self.lead, self.merged), key=lambda row: row.start):
+            if row.start > end:
+                return None
+            text += row.text[end - row.start :]
+            end = max(end, row.end)
+        return text
 
 
 MAX_MERGED = 2
@@ -137,6 +151,7 @@ def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, Chunk
                 near.first = row
             near.start, near.end = min(near.start, row.start), max(near.end, row.end)
             near.parts += 1
+            near.merged = row
             if sentence_scores.get(row.id, 0.0) > sentence_scores.get(near.best_match, 0.0):
                 near.best_match = row.id
     return kept
@@ -231,15 +246,18 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         else:
             ranked = _fused(ids, [cosines[c] for c in ids], [bm25.get(c, 0.0) for c in ids],
                             list(sentence_scores.values()))
-        best_bm25 = max(bm25.values(), default=0.0) or 1.0
+        best_bm25 = (scored[0][1] if scored else 0.0) or 1.0  # keyword_search: best first
         found: list[tuple[Passage, Evidence]] = []
         for span in assemble_passages(ranked, rows, k, sentence_scores):
             lead, first = span.lead, span.first
-            try:
-                text = lead.text if span.parts == 1 else collection.text_span(
-                    lead.document_id, span.start, span.end)
-            except DocumentNotFound:
-                continue  # deleted while we ranked it: answer without it, never with half of it
+            # Neighbours that overlap or touch are pieced together from their rows, read in
+            # this snapshot; across a gap the text is read from the document.
+            text = span.pieced_text()
+            if text is None:
+                try:
+                    text = collection.text_span(lead.document_id, span.start, span.end)
+                except DocumentNotFound:
+                    continue  # deleted while we ranked it: answer without it, never with half
             source = rows[span.best_match]
             match = matches.get(source.id)
             cosine = cosines.get(lead.id, 0.0)
