@@ -8,6 +8,7 @@ query-log row). Use a small index (the seed one) so that share is visible.
 
     python -m bench.http_overhead --index index --base HEAD -n 600
     python -m bench.http_overhead --base HEAD --only qa/api/guards.py qa/telemetry.py
+    python -m bench.http_overhead --writable --base-env QA_QUERY_LOG=off  # what the log costs
 
 The baseline is `git archive REV qa` in a temporary folder, put first on PYTHONPATH (which
 wins over the editable install) and run from another folder; `--only` takes just those files
@@ -60,9 +61,10 @@ def baseline_tree(rev: str, into: Path, only: list[str]) -> Path:
     return into
 
 
-def start_server(tree: Path, index: Path, port: int, cwd: Path) -> subprocess.Popen[bytes]:
+def start_server(tree: Path, index: Path, port: int, cwd: Path, extra: dict[str, str]
+                 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(tree), "QA_INDEX_DIR": str(index.resolve()),
-           "QA_ASK_RATE_LIMIT": "off", "QA_READ_ONLY": "1", "HF_HUB_OFFLINE": "1"}
+           "QA_ASK_RATE_LIMIT": "off", "QA_READ_ONLY": "1", "HF_HUB_OFFLINE": "1", **extra}
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "qa.api:app_from_env", "--factory",
          "--port", str(port), "--log-level", "warning"], env=env, cwd=cwd)
@@ -111,8 +113,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="files taken from --base; the rest from the working tree")
     parser.add_argument("-n", type=int, default=600, help="questions per server")
     parser.add_argument("--mode", default="hybrid", choices=["dense", "sparse", "hybrid"])
+    parser.add_argument("--writable", action="store_true",
+                        help="serve a copy of the index, writable: the query log is on")
+    parser.add_argument("--base-env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="QA_* settings of the baseline server only")
+    parser.add_argument("--new-env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="QA_* settings of the working tree's server only")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    envs = {name: dict(pair.split("=", 1) for pair in pairs)
+            for name, pairs in (("base", args.base_env), ("new", args.new_env))}
 
     questions = scifact_questions()
     if len(questions) < args.n + 5:
@@ -122,8 +132,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         (scratch / "base").mkdir()
         base_tree = baseline_tree(args.base, scratch / "base", args.only)
-        servers["base"] = start_server(base_tree, args.index, PORT, scratch)
-        servers["new"] = start_server(ROOT, args.index, PORT + 1, scratch)
+        index = args.index
+        if args.writable:  # both servers log to one copy (WAL: one writer at a time, briefly)
+            index = Path(shutil.copytree(args.index, scratch / "index",
+                                         ignore=shutil.ignore_patterns("qa.lock")))
+            for env in envs.values():
+                env.setdefault("QA_READ_ONLY", "0")
+        servers["base"] = start_server(base_tree, index, PORT, scratch, envs["base"])
+        servers["new"] = start_server(ROOT, index, PORT + 1, scratch, envs["new"])
         conns = {"base": connect(PORT), "new": connect(PORT + 1)}
         for conn in conns.values():  # warm: model, index, caches, first-request imports
             for q in questions[:5]:
@@ -145,7 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     result = {"bench": "http_overhead", "at": datetime.now(UTC).isoformat(timespec="seconds"),
               "revision": revision(), "base": args.base, "only": args.only,
-              "index": str(args.index), "mode": args.mode,
+              "index": str(args.index), "mode": args.mode, "writable": args.writable,
+              "env": envs,
               **{name: summary(walls[name], tooks[name]) for name in walls}}
     for name in ("base", "new"):
         s = result[name]
