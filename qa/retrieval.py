@@ -64,12 +64,6 @@ def fuse_rankings(rankings: Sequence[Sequence[tuple[int, float]]], k: int = RRF_
     return sorted(fused.items(), key=lambda item: -item[1])
 
 
-def _zscores(values: Sequence[float]) -> np.ndarray:
-    v = np.asarray(values, dtype=np.float64)
-    spread = v.std()
-    return (v - v.mean()) / spread if spread > 1e-12 else np.zeros_like(v)
-
-
 def fuse_features(candidates: Sequence[Features], *, dense: float = DENSE_WEIGHT,
                   keyword: float = KEYWORD_WEIGHT, coverage: float = COVERAGE_WEIGHT
                   ) -> list[tuple[int, float]]:
@@ -86,8 +80,14 @@ def _fused(ids: Sequence[int], dense: Sequence[float], keyword: Sequence[float],
     """fuse_features over the features as columns (no Features object per candidate)."""
     if not ids:
         return []
-    score = (weights[0] * _zscores(dense) + weights[1] * _zscores(keyword)
-             + weights[2] * _zscores(coverage))
+    # Each feature z-scored over this question's candidates (0 where it does not vary). As
+    # rows of one array: the same sums over the same contiguous values as an array each,
+    # in a third of the numpy calls.
+    features = np.array([dense, keyword, coverage], dtype=np.float64)
+    z = [(row - mean) / spread if spread > 1e-12 else np.zeros_like(row)
+         for row, mean, spread in zip(features, features.mean(axis=1), features.std(axis=1),
+                                      strict=True)]
+    score = weights[0] * z[0] + weights[1] * z[1] + weights[2] * z[2]
     order = np.argsort(-score, kind="stable").tolist()
     scores = score.tolist()
     return [(ids[i], scores[i]) for i in order]
