@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from qa.chunking import split_document
 from qa.store import Store
 from qa.types import Document
@@ -65,13 +67,15 @@ def test_absent_words_are_those_no_chunk_holds_as_the_keyword_index_stems_them(
     store.close()
 
 
-def test_chunk_rows_kept_in_memory_follow_another_connections_writes(tmp_path: Path) -> None:
-    """Rows are kept by chunk id between reads: a details update elsewhere still shows its
-    source and metadata (through a filter), and a replaced or deleted document's chunks
-    vanish, its new chunks reading the new text."""
+@pytest.mark.parametrize("writer_is", ["another connection", "the reading connection"])
+def test_chunk_rows_kept_in_memory_follow_every_write(tmp_path: Path, writer_is: str) -> None:
+    """Rows are kept by chunk id between reads: a details update still shows its source and
+    metadata (through a filter), and a replaced or deleted document's chunks vanish, its new
+    chunks reading the new text, whichever connection wrote."""
     from qa.filters import parse_filter
 
-    reader, writer = Store(tmp_path / "qa.sqlite3"), Store(tmp_path / "qa.sqlite3")
+    reader = Store(tmp_path / "qa.sqlite3")
+    writer = Store(tmp_path / "qa.sqlite3") if writer_is == "another connection" else reader
     first = Document(id="notes", title="Notes", text="Zebrafish regrow fins. They heal fast.",
                      source="a.txt", metadata={"team": "fish"})
     (ids, _) = writer.replace_documents([(first, split_document(first, 200, 48), None)])
@@ -93,4 +97,5 @@ def test_chunk_rows_kept_in_memory_follow_another_connections_writes(tmp_path: P
     writer.delete_document("notes")
     assert reader.chunk_rows(new_ids) == {}
     reader.close()
-    writer.close()
+    if writer is not reader:
+        writer.close()
