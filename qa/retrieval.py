@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -104,15 +104,15 @@ class _Span:
     score: float
     parts: int = 1
     best_match: int = 0  # chunk id whose sentence match is the highlight
-    merged: ChunkRow | None = None  # the neighbour merged into it, if any
+    merged: list[ChunkRow] = field(default_factory=list)  # the neighbours merged into it
 
     def pieced_text(self) -> str | None:
         """The span's text pieced from its chunks' texts (each is its document's text from
         the chunk's start to end), or None when they leave a gap between them."""
-        if self.merged is None:
+        if not self.merged:
             return self.lead.text
         text, end = "", self.start
-        for row in sorted((self.lead, self.merged), key=lambda row: row.start):
+        for row in sorted((self.lead, *self.merged), key=lambda row: row.start):
             if row.start > end:
                 return None
             text += row.text[end - row.start :]
@@ -151,7 +151,7 @@ def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, Chunk
                 near.first = row
             near.start, near.end = min(near.start, row.start), max(near.end, row.end)
             near.parts += 1
-            near.merged = row
+            near.merged.append(row)
             if sentence_scores.get(row.id, 0.0) > sentence_scores.get(near.best_match, 0.0):
                 near.best_match = row.id
     return kept
