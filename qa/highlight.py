@@ -165,6 +165,13 @@ def match_sentences(question: str, passages: Sequence[str],
         # those holding a question word (each above 0.0) wins.
         best, best_score, best_typed = 0, 0.0, False
         holding = passage.holding
+        if len(passage_held) == 1 and kind is None and passage_held[0] not in doubled:
+            # Every sentence holding a question word holds this one alone (a sum of one
+            # term, and no phrase): they tie, and the first wins.
+            matches.append(SentenceMatch(min(idf[passage_held[0]] / total, 1.0),
+                                         idf[passage_held[0]] / total,
+                                         *spans[holding[passage_held[0]][0]]))
+            continue
         for i in (holding[passage_held[0]] if len(passage_held) == 1 else
                   sorted({i for t in passage_held for i in holding[t]})):
             words, pairs = passage.sentences[i]
