@@ -159,6 +159,7 @@ class QueryLog:
         self._pending = 0  # rows recorded and not yet written (or dropped)
         self._settled = threading.Condition()
         self._queue: queue.Queue[LoggedQuery | _Signal] = queue.Queue(MAX_QUEUED)
+        self._hurry = threading.Event()  # ends the writer's linger: a flush, a close, a batch
         self._salt = secrets.token_hex(16)  # replaced by the file's own salt once it opens
         self._conn: sqlite3.Connection | None = None
         self._writer: threading.Thread | None = None
@@ -197,6 +198,8 @@ class QueryLog:
                 self._pending += 1
             try:
                 self._queue.put_nowait(query)
+                if self._queue.qsize() >= BATCH:
+                    self._hurry.set()
             except queue.Full:
                 self._settle(1)
                 self._drop(1, f"more than {MAX_QUEUED} rows are waiting to be written")
@@ -210,6 +213,7 @@ class QueryLog:
                 return
         with suppress(queue.Full):  # a full queue is being written in whole batches anyway
             self._queue.put_nowait(_Signal.FLUSH)
+        self._hurry.set()
         with self._settled:
             self._settled.wait_for(lambda: self._pending == 0, timeout)
 
@@ -257,14 +261,16 @@ class QueryLog:
 
     def _take(self, wait: float) -> tuple[list[LoggedQuery], bool]:
         """Up to BATCH rows, and whether to stop. Waits `wait` s for the first row (none by
-        then: time to purge), then gathers more for LINGER_S, so that one commit serves many
-        answers and none runs beside each answer; a flush or close cuts the wait short."""
+        then: time to purge), then lets more gather for LINGER_S, so that one commit serves
+        many answers and none runs beside each answer; a flush, a close or a full batch cuts
+        the wait short. Rows that come meanwhile wait in the queue: the writer wakes once a
+        batch, not once a row, which would take a core from the answer being computed."""
         batch: list[LoggedQuery] = []
-        deadline: float | None = None
+        lingered = False
         while len(batch) < BATCH:
-            left = wait if deadline is None else deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=max(0.0, left))
+                item = (self._queue.get_nowait() if lingered
+                        else self._queue.get(timeout=max(0.0, wait)))
             except queue.Empty:
                 break
             if item is _Signal.STOP:
@@ -274,7 +280,10 @@ class QueryLog:
                     break
                 continue  # what it waits for is already being written
             batch.append(item)
-            deadline = deadline or time.monotonic() + LINGER_S
+            if not lingered:
+                self._hurry.wait(LINGER_S)
+                self._hurry.clear()
+                lingered = True
         return batch, False
 
     def _settle(self, rows: int) -> None:
@@ -390,6 +399,7 @@ class QueryLog:
             self.flush()
             with suppress(queue.Full):
                 self._queue.put(_Signal.STOP, timeout=1.0)
+            self._hurry.set()
             self._writer.join(timeout=BUSY_TIMEOUT_S + 1.0)
         with self._lock:
             if self._conn is not None:

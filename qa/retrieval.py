@@ -193,7 +193,7 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
     depth = max(2 * k, MIN_DEPTH)
     content, _ = query_words(question)
 
-    def keyword_side() -> tuple[list[tuple[int, float]], list[str]]:
+    def keyword_side() -> tuple[list[tuple[int, float]], dict[int, float], list[str]]:
         # One FTS5 query serves twice: its head is the keyword candidate list, and its long
         # tail gives BM25 to dense candidates (ranking every match costs FTS5 the same either
         # way, while asking again for given rowids costs twice as much). Dense mode asks it
@@ -203,23 +203,25 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         else:
             found = collection.keyword_search(question, BM25_DEPTH, budget=KEYWORD_POSTINGS,
                                               filter=filter)
-        return found, collection.absent_words(content)
+        # BM25 by chunk id, made here, off the path that waits: a candidate beyond the first
+        # BM25_DEPTH matches counts 0.
+        return found, dict(found), collection.absent_words(content)
 
     if filter is not None:
         collection.allowed_ids(filter)  # computed once, here: both sides then share it
     dense: list[tuple[int, float]] = []
     if mode == "keyword":
-        scored, absent_words = keyword_side()
+        scored, bm25, absent_words = keyword_side()
     elif _BESIDE is None:
         dense = collection.dense_search(question, depth, filter=filter)
-        scored, absent_words = keyword_side()
+        scored, bm25, absent_words = keyword_side()
     else:
         # The vectors' freshness check reads SQLite, as the keyword side does from the moment
         # it starts: checked first, it never waits for a keyword search to finish.
         collection.refresh()
         beside = _BESIDE.submit(keyword_side)
         dense = collection.dense_search(question, depth, filter=filter, refresh=False)
-        scored, absent_words = beside.result()
+        scored, bm25, absent_words = beside.result()
     keyword = scored[:depth] if mode != "dense" else []
     absent = len(absent_words) / max(len(content), 1)
     ids = list(dict.fromkeys([c for c, _ in dense] + [c for c, _ in keyword]))
@@ -232,7 +234,6 @@ def rank_passages(collection: Collection, question: str, k: int, mode: Mode = "h
         missing = [c for c in ids if c not in cosines]
         if missing:
             cosines.update(collection.cosines(question, missing))
-        bm25 = dict(scored)  # a candidate beyond the first BM25_DEPTH matches counts 0
         chosen = [rows[c] for c in ids]
         matches = dict(zip(ids, match_sentences(question, [r.text for r in chosen],
                                                 [r.sentences for r in chosen]), strict=True))
