@@ -1,15 +1,24 @@
-"""Ranking's pure parts: feature fusion and passage assembly, on hand-made candidates."""
+"""Ranking's pure parts (feature fusion and passage assembly, on hand-made candidates), and
+`retrieve` asked from many threads at once on a real collection."""
 
 from __future__ import annotations
 
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from qa.collection import Collection
 from qa.retrieval import (
     MAX_MERGED,
     Features,
     assemble_passages,
     fuse_features,
     fuse_rankings,
+    retrieve,
 )
 from qa.types import ChunkRow
+
+SEED_QUESTIONS = Path(__file__).resolve().parent.parent / "seeds" / "questions.jsonl"
 
 
 def row(chunk_id: int, start: int, end: int, document: str = "doc") -> ChunkRow:
@@ -74,3 +83,36 @@ def test_the_merged_span_takes_the_highlight_of_its_better_sentence() -> None:
     spans = assemble_passages([(1, 3.0), (2, 2.0)], rows, k=1,
                               sentence_scores={1: 0.2, 2: 0.9})
     assert spans[0].lead.id == 1 and spans[0].best_match == 2
+
+
+def test_merged_neighbours_are_pieced_into_their_documents_own_text() -> None:
+    text = "".join(chr(97 + i % 26) for i in range(400))
+
+    def cut(chunk_id: int, start: int, end: int) -> ChunkRow:
+        return ChunkRow(chunk_id, "doc", start, end, text[start:end], None, (), "Title",
+                        None, None, None)
+
+    overlapping = {1: cut(1, 100, 200), 2: cut(2, 150, 260)}
+    span = assemble_passages([(1, 3.0), (2, 2.0)], overlapping, k=5, sentence_scores={})[0]
+    assert (span.start, span.end) == (100, 260) and span.pieced_text() == text[100:260]
+    # Two characters apart they are still neighbours, but nothing read holds the gap's text:
+    # the passage is then read from the document.
+    apart = {1: cut(1, 100, 200), 2: cut(2, 202, 260)}
+    span = assemble_passages([(2, 3.0), (1, 2.0)], apart, k=5, sentence_scores={})[0]
+    assert (span.start, span.end) == (100, 260) and span.pieced_text() is None
+
+
+def test_questions_asked_at_once_get_the_answers_they_get_one_at_a_time(
+        built_index: Collection) -> None:
+    """Each question's keyword side runs on a thread of its own beside its embedding, and every
+    read shares one SQLite connection: eight at once must not mix up whose result is whose."""
+    with open(SEED_QUESTIONS, encoding="utf-8") as fh:
+        questions = [json.loads(line)["question"] for line in fh] * 2
+    for mode in ("hybrid", "dense", "keyword"):
+        alone = {q: retrieve(built_index, q, 5, mode) for q in questions}
+        built_index.embedder.clear_query_cache()  # embedded again, concurrently this time
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda q, m=mode: retrieve(built_index, q, 5, m),
+                                     questions))
+        assert all(passages for passages in together)
+        assert together == [alone[q] for q in questions], mode
