@@ -62,7 +62,7 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
     from bench.peer import measure_peer, measure_peer_at_scale, txtai_available
     from bench.serialization import measure_serialization
     from bench.serving import build_collection, measure_size
-    from qa.embedding import Embedder
+    from qa.embedding import Backend, Embedder
     from qa.settings import Settings
 
     plan = dict(PLANS[plan_name], **({"sizes": sizes} if sizes else {}))
@@ -95,7 +95,7 @@ def run(plan_name: str, skip: set[str], sizes: list[int] | None = None) -> dict[
         docs, sub = subset(plan["ingest_chunks"])
         out["ingestion"] = measure_ingestion(docs, sub, embedder, plan["ingest_rounds"])
         log("embedding backends: onnx vs torch, same chunks and questions")
-        other = "torch" if settings.backend == "onnx" else "onnx"
+        other: Backend = "torch" if settings.backend == "onnx" else "onnx"
         second = Embedder(settings.model, backend=other, batch_size=settings.batch_size,
                           precision=settings.onnx_precision)
         pair = (embedder, second) if settings.backend == "onnx" else (second, embedder)

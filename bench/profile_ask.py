@@ -299,14 +299,15 @@ def main() -> None:
             post_join["baseline"] = PostJoinClock(old)
         for _ in range(args.rounds):
             for q in questions:  # in turns, question by question: the same load for both
-                for which, module, coll in (("current", qa.retrieval, collection),
-                                            ("baseline", base and base[0], old)):
-                    if coll is None:
+                turns: list[tuple[str, Any, Collection | None]] = [
+                    ("current", qa.retrieval, collection), ("baseline", base and base[0], old)]
+                for which, module, target in turns:
+                    if target is None:
                         continue
                     if args.cold and which == "current":
                         forget_sentences(collection)
                     started = time.perf_counter()
-                    module.rank_passages(coll, q, max(args.k, 5))
+                    module.rank_passages(target, q, max(args.k, 5))
                     times[which].append(time.perf_counter() - started)
         for which, values in times.items():
             if values:
@@ -315,8 +316,8 @@ def main() -> None:
                       f"p90 {1000 * float(np.percentile(values, 90)):.2f} ms "
                       f"over {len(values)} calls; after the join (snapshot block) median "
                       f"{1000 * float(np.median(post_join[which].samples)):.2f} ms")
-        for clock in post_join.values():
-            clock.restore()
+        for post_join_clock in post_join.values():
+            post_join_clock.restore()
         collection.close()
         if old is not None:
             old.close()
