@@ -450,10 +450,17 @@ class Collection:
 
         A chunk's vector never changes while its id lives, so the vector index's copy serves
         (0.04 ms for ~27 chunks at 100k against 0.2 ms from SQLite); SQLite's when the index
-        lacks any of them (written by another process since the last refresh)."""
+        lacks any of them (written by another process since the last refresh), or when a
+        write holds the index. Never waited for: retrieval calls this inside a snapshot, which
+        holds the store, and a write takes the index first and then the store, so waiting here
+        would deadlock the two (as a load test of questions beside writes once did)."""
         query = self.embedder.embed_query(question)
-        with self._lock:
-            held = self._vectors.stored(np.asarray(ids, dtype=np.int64))
+        held = None
+        if self._lock.acquire(blocking=False):
+            try:
+                held = self._vectors.stored(np.asarray(ids, dtype=np.int64))
+            finally:
+                self._lock.release()
         if held is None:
             vectors = self.store.embeddings(list(ids), self.manifest.dimension)
         else:  # laid out as SQLite's are, so the product below gives the very same floats

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,36 @@ def test_a_metadata_only_change_is_stored_without_embedding(collection: Collecti
                                       metadata={"tag": "b"})])
     assert report.replaced == ["t"] and report.embedded == 0 and embedder.calls == calls
     assert collection.get_document("t").metadata == {"tag": "b"}
+
+
+def test_a_question_inside_its_snapshot_never_waits_for_a_write_holding_the_vectors(
+        built_index: Collection) -> None:
+    """A write takes the vector index, then the store; a question's snapshot holds the store
+    while it reads its candidates' vectors. Waiting there for the index would deadlock the two
+    (a load test of questions beside writes once hung on it): it reads SQLite's copy instead."""
+    ids = built_index.store.chunk_ids()[:5].tolist()
+    victim = built_index.list_documents(0, 1)[0][0].id
+    expected = built_index.cosines("who led the Russian delegation?", ids)
+
+    def interrupted(*_: object) -> None:
+        raise TimeoutError("the question waited for the write: deadlock")
+
+    previous = signal.signal(signal.SIGALRM, interrupted)
+    try:
+        with built_index.snapshot():
+            writer = threading.Thread(target=built_index.delete, args=(victim,), daemon=True)
+            writer.start()
+            deadline = time.monotonic() + 30
+            while built_index._lock.acquire(blocking=False):  # until the write holds the index
+                built_index._lock.release()
+                assert time.monotonic() < deadline, "the write never took the vector index"
+                time.sleep(0.005)
+            signal.alarm(10)  # a lock wait is interrupted by a signal: a hang becomes a failure
+            found = built_index.cosines("who led the Russian delegation?", ids)
+            signal.alarm(0)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    writer.join(30)
+    assert not writer.is_alive()
+    assert found == expected  # the same floats from SQLite's copy as from the index's
