@@ -27,7 +27,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -37,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from bench.corpus import scifact_questions
-from bench.measure import ROOT, revision
+from bench.measure import ROOT, extract_package, revision
+from bench.serving import LeanClient
 
 BLOCK = 10
 PORT = 8790  # baseline; the working tree's server gets PORT + 1
@@ -52,12 +52,7 @@ def baseline_tree(rev: str, into: Path, only: list[str]) -> Path:
                                    capture_output=True).stdout
             (into / path).write_bytes(shown)
         return into
-    archive = subprocess.run(["git", "archive", rev, "qa"], cwd=ROOT, check=True,
-                             capture_output=True).stdout
-    archive_path = into / "qa.tar"
-    archive_path.write_bytes(archive)
-    with tarfile.open(archive_path) as tar:
-        tar.extractall(into, filter="data")
+    extract_package(rev, into)
     return into
 
 
@@ -70,32 +65,27 @@ def start_server(tree: Path, index: Path, port: int, cwd: Path, extra: dict[str,
          "--port", str(port), "--log-level", "warning"], env=env, cwd=cwd)
 
 
-def connect(port: int, deadline_s: float = 300.0) -> http.client.HTTPConnection:
-    """A keep-alive connection once the server answers /healthz."""
+def connect(port: int, deadline_s: float = 300.0) -> LeanClient:
+    """A keep-alive client once the server answers /healthz."""
     stop = time.monotonic() + deadline_s
     while True:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             conn.request("GET", "/healthz")
             conn.getresponse().read()
-            return conn
+            conn.close()
+            return LeanClient(f"http://127.0.0.1:{port}")
         except OSError:
             if time.monotonic() > stop:
                 raise
             time.sleep(0.5)
 
 
-def ask(conn: http.client.HTTPConnection, question: str, mode: str) -> tuple[float, float]:
+def ask(client: LeanClient, question: str, mode: str) -> tuple[float, float]:
     """(wall seconds, the server's took_ms in seconds) of one /ask."""
-    body = json.dumps({"question": question, "k": 5, "mode": mode})
     started = time.perf_counter()
-    conn.request("POST", "/ask", body, {"content-type": "application/json"})
-    response = conn.getresponse()
-    data = response.read()
-    wall = time.perf_counter() - started
-    if response.status != 200:
-        raise RuntimeError(f"/ask answered {response.status}: {data[:300]!r}")
-    return wall, json.loads(data)["took_ms"] / 1000
+    answer = client.ask({"question": question, "k": 5, "mode": mode})
+    return time.perf_counter() - started, answer["took_ms"] / 1000
 
 
 def summary(walls: list[float], tooks: list[float]) -> dict[str, float]:
@@ -112,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="*", default=[],
                         help="files taken from --base; the rest from the working tree")
     parser.add_argument("-n", type=int, default=600, help="questions per server")
-    parser.add_argument("--mode", default="hybrid", choices=["dense", "sparse", "hybrid"])
+    parser.add_argument("--mode", default="hybrid", choices=["dense", "keyword", "hybrid"])
     parser.add_argument("--writable", action="store_true",
                         help="serve a copy of the index, writable: the query log is on")
     parser.add_argument("--base-env", nargs="*", default=[], metavar="KEY=VALUE",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,15 @@ def rss_bytes(pid: int | None = None) -> int:
 
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def extract_package(rev: str, into: Path) -> Path:
+    """The `qa` package as of git revision `rev`, extracted to `into/qa`."""
+    archive = subprocess.run(["git", "archive", rev, "qa"], cwd=ROOT, check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into / "qa"
 
 
 def revision() -> dict[str, Any]:

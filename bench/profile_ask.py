@@ -22,20 +22,18 @@ import argparse
 import cProfile
 import importlib
 import pstats
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.corpus import Corpus, chunked, grown, scifact_corpus, scifact_questions
+from bench.measure import extract_package
 from bench.serving import build_collection
 from qa.collection import Collection
 from qa.embedding import Embedder
@@ -169,11 +167,7 @@ class StageClock:
 
 def baseline_package(revision: str, into: Path) -> str:
     """`qa` as of `revision`, importable as `qa_base` (its own imports renamed)."""
-    archive = subprocess.run(["git", "archive", revision, "qa"], cwd=ROOT, check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    (into / "qa").rename(into / "qa_base")
+    extract_package(revision, into).rename(into / "qa_base")
     for path in (into / "qa_base").rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         path.write_text(text.replace("from qa.", "from qa_base.").replace("import qa.",

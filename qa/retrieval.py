@@ -102,9 +102,13 @@ class _Span:
     start: int
     end: int
     score: float
-    parts: int = 1
     best_match: int = 0  # chunk id whose sentence match is the highlight
     merged: list[ChunkRow] = field(default_factory=list)  # the neighbours merged into it
+
+    @property
+    def parts(self) -> int:
+        """How many chunks the span is made of."""
+        return 1 + len(self.merged)
 
     def pieced_text(self) -> str | None:
         """The span's text pieced from its chunks' texts (each is its document's text from
@@ -150,7 +154,6 @@ def assemble_passages(ranked: Sequence[tuple[int, float]], rows: dict[int, Chunk
             if row.start < near.start:
                 near.first = row
             near.start, near.end = min(near.start, row.start), max(near.end, row.end)
-            near.parts += 1
             near.merged.append(row)
             if sentence_scores.get(row.id, 0.0) > sentence_scores.get(near.best_match, 0.0):
                 near.best_match = row.id
