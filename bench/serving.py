@@ -75,6 +75,7 @@ def build_collection(corpus: Corpus, directory: Path, embedder: Embedder) -> dic
             items, pending = [], 0
     if items:
         collection.write_embedded(items)
+    collection.merge_keyword_index(len(corpus.vectors))  # as `qa index` ends a bulk load
     layout = collection._vectors.layout
     collection.close()
     return {"build_s": round(time.perf_counter() - started, 2), "layout": layout,

@@ -144,6 +144,8 @@ def index(paths: tuple[Path, ...], index_dir: Path | None, collection_name: str,
         collection.close()
     for _, message in summary.errors:
         click.echo(f"error: {message}", err=True)
+    for message in summary.warnings:
+        click.echo(f"warning: {message}", err=True)
     click.echo(
         f"{summary.files} files: {summary.added} added, {summary.replaced} replaced, "
         f"{summary.unchanged} unchanged, {summary.pruned} pruned, {len(summary.errors)} failed; "
@@ -203,6 +205,8 @@ def watch(paths: tuple[Path, ...], index_dir: Path | None, collection_name: str)
     def report(summary: Any) -> None:
         for _, message in summary.errors:
             click.echo(f"error: {message}", err=True)
+        for message in summary.warnings:
+            click.echo(f"warning: {message}", err=True)
         click.echo(f"{time.strftime('%H:%M:%S')} {describe(summary)}", err=True)
 
     click.echo(f"watching {', '.join(map(str, paths))} (Ctrl-C stops)", err=True)

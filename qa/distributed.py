@@ -27,7 +27,13 @@ import numpy.typing as npt
 
 from qa.collection import Collection
 from qa.errors import QAError
-from qa.indexing import IndexSummary, commit_groups, load_documents, prune_missing
+from qa.indexing import (
+    IndexSummary,
+    commit_groups,
+    load_documents,
+    merge_keyword_index,
+    prune_missing,
+)
 from qa.settings import Settings
 
 # What a local Ray may take on a shared machine: the driver keeps working beside it.
@@ -146,6 +152,7 @@ def index_paths_on_ray(collection: Collection, paths: list[Path], settings: Sett
     summary.embedded = len(texts)
     if prune:
         summary.pruned = prune_missing(collection, paths, {d.id for d in documents})
+    merge_keyword_index(collection, summary)
     collection.save_snapshot()
     summary.seconds = time.perf_counter() - started
     return summary

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from qa.collection import Collection, WriteReport
-from qa.errors import DocumentNotFound, QAError
+from qa.errors import DocumentNotFound, QAError, StorageFull
 from qa.loaders import Refused, load_file, shown, walk_files
 from qa.types import Document
 
@@ -35,6 +35,7 @@ class IndexSummary:
     pruned: int = 0
     embedded: int = 0  # chunks embedded
     errors: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # nothing lost, but worth a line
     seconds: float = 0.0
 
     @property
@@ -140,9 +141,19 @@ def index_paths(
             on_commit([d.id for d in group])
     if prune:
         summary.pruned = prune_missing(collection, paths, seen)
+    merge_keyword_index(collection, summary)
     collection.save_snapshot()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def merge_keyword_index(collection: Collection, summary: IndexSummary) -> None:
+    """The bulk write's last step (see Collection.merge_keyword_index). Everything written is
+    committed by then: a disk too full to merge costs a warning, never the run."""
+    try:
+        collection.merge_keyword_index(summary.embedded)
+    except StorageFull as exc:
+        summary.warnings.append(f"keyword index left in segments: {exc}")
 
 
 def prune_missing(collection: Collection, paths: list[Path], seen: set[str]) -> int:

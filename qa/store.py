@@ -294,6 +294,21 @@ class Store:
                 " substr(d.text, c.start + 1, c.end - c.start)"
                 " FROM chunks c JOIN documents d ON d.id = c.document_id")
 
+    def keyword_segments(self) -> int:
+        """How many segments the keyword index is split into. FTS5 appends one per commit
+        and merges some as it goes (automerge); every term a query reads is looked up in
+        each of them."""
+        with self._lock:
+            return int(self._conn.execute(
+                "SELECT count(DISTINCT segid) FROM chunks_fts_idx").fetchone()[0])
+
+    def optimize_keyword_index(self) -> None:
+        """Merge the keyword index into one segment (FTS5 'optimize'), in one transaction: a
+        failure (a full disk) leaves it as it was. The same postings, so the same matches
+        and BM25 scores, read in fewer places."""
+        with self._transaction() as cur:
+            cur.execute("INSERT INTO chunks_fts (chunks_fts) VALUES ('optimize')")
+
     def embeddings(self, ids: Sequence[int], dimension: int) -> npt.NDArray[np.float32]:
         out = np.zeros((len(ids), dimension), dtype=np.float32)
         position = {int(i): n for n, i in enumerate(ids)}

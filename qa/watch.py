@@ -170,6 +170,8 @@ class FolderWatcher:
     def _report(self, summary: IndexSummary) -> None:
         for _, message in summary.errors:
             self._log(f"watch: error: {message}")
+        for message in summary.warnings:
+            self._log(f"watch: warning: {message}")
         if summary.added or summary.replaced or summary.pruned or summary.errors:
             self._log(f"watch: {describe(summary)}")
 

@@ -25,6 +25,7 @@ from conftest import ROOT, LiveServer
 from qa.collection import DATABASE, LOCK, Collection
 from qa.embedding import Embedder
 from qa.errors import ReadOnlyIndex, StorageFull
+from qa.indexing import IndexSummary, merge_keyword_index
 from qa.retrieval import retrieve
 from qa.settings import Settings
 from qa.types import Document
@@ -171,6 +172,34 @@ def test_a_full_disk_is_storage_full_and_keeps_every_committed_document(
             assert report["missing_vectors"] == report["orphan_vectors"] == 0
         finally:
             reopened.close()
+
+
+def test_a_disk_too_full_to_merge_the_keyword_index_costs_a_warning_not_the_run(
+    tmp_path: Path, embedder: Embedder
+) -> None:
+    paragraphs = [p for p in (ROOT / "seeds" / "2025-05-15-istanbul-peace-talks.txt")
+                  .read_text(encoding="utf-8").split("\n\n") if len(p.split()) > 20]
+    with small_disk(tmp_path / "small", "16m") as disk:
+        collection = Collection.open(Settings(index_dir=disk / "index"), embedder, create=True)
+        try:
+            for n, text in enumerate(paragraphs[:3]):  # a segment each
+                collection.add([Document(id=f"p{n}", text=text, title=f"Part {n}")])
+            before = collection.keyword_search("Russian delegation", 5)
+            # The WAL emptied, so the merge must grow it, on a disk with no byte left.
+            collection.store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            filler = fill(disk)
+            summary = IndexSummary(embedded=collection.counts()[1])
+            merge_keyword_index(collection, summary)
+            assert len(summary.warnings) == 1
+            assert summary.warnings[0].startswith("keyword index left in segments: disk is full")
+            assert collection.store.keyword_segments() == 3
+            assert collection.keyword_search("Russian delegation", 5) == before
+            filler.unlink()
+            merge_keyword_index(collection, summary)  # with room again, it merges
+            assert collection.store.keyword_segments() == 1 and len(summary.warnings) == 1
+            assert collection.keyword_search("Russian delegation", 5) == before
+        finally:
+            collection.close()
 
 
 def test_a_full_disk_answers_writes_with_a_507_problem(
