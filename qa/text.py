@@ -30,16 +30,10 @@ def snowball(algorithm: str):  # type: ignore[no-untyped-def]
     return snowballstemmer.stemmer(algorithm)
 
 
-# Two stemmers, on purpose: the keyword index's terms are FTS5's own, made by its built-in
-# `porter` tokenizer (the original Porter algorithm), so asking its vocabulary needs exactly
-# that stem; sentence matching uses Snowball's English (Porter 2), which conflates more forms
-# ("negotiations"/"negotiated") and is what the ranking weights were tuned with.
-@lru_cache(maxsize=65536)
-def porter_stem(word: str) -> str:
-    """The stem FTS5's `porter` tokenizer indexes `word` under (the original Porter algorithm)."""
-    return snowball("porter").stemWord(word)  # type: ignore[no-any-return]
-
-
+# Sentence matching stems with Snowball's English (Porter 2), which conflates more forms
+# ("negotiations"/"negotiated") and is what the ranking weights were tuned with. The keyword
+# index's terms are FTS5's own (its `porter` tokenizer): what it holds is asked of FTS5 itself,
+# by MATCH, never by stemming here.
 @lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """Snowball (Porter 2) English stem, so "negotiations" meets "negotiated"."""
