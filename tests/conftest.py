@@ -25,10 +25,21 @@ from qa.collection import Collection  # noqa: E402
 from qa.embedding import Embedder  # noqa: E402
 from qa.indexing import index_paths  # noqa: E402
 from qa.settings import Settings  # noqa: E402
+from qa.types import Document  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 SHARED = ROOT.parent / "shared"
+
+
+def seed_paragraphs(count: int) -> list[Document]:
+    """The seed article's first `count` long paragraphs, each a document of its own: a
+    collection of several commits (a keyword-index segment each) without embedding much."""
+    text = (SEEDS / "2025-05-15-istanbul-peace-talks.txt").read_text(encoding="utf-8")
+    paragraphs = [p for p in text.split("\n\n") if len(p.split()) > 20]
+    assert len(paragraphs) >= count
+    return [Document(id=f"p{n}", text=p, title=f"Part {n}")
+            for n, p in enumerate(paragraphs[:count])]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import seed_paragraphs
 
 from qa.collection import MANIFEST, SNAPSHOT, Collection
 from qa.embedding import Embedder
@@ -151,22 +152,13 @@ def test_a_question_inside_its_snapshot_never_waits_for_a_write_holding_the_vect
     assert found == expected  # the same floats from SQLite's copy as from the index's
 
 
-SEED_TEXT = (Path(__file__).resolve().parent.parent / "seeds"
-             / "2025-05-15-istanbul-peace-talks.txt").read_text(encoding="utf-8")
 KEYWORD_QUESTIONS = ("who led the Russian delegation?", "where were the talks held?",
                      "prisoner exchange", "what did Zelensky say about Putin?")
 
 
-def _paragraphs(count: int) -> list[Document]:
-    paragraphs = [p for p in SEED_TEXT.split("\n\n") if len(p.split()) > 20]
-    assert len(paragraphs) >= count
-    return [Document(id=f"p{n}", text=p, title=f"Part {n}")
-            for n, p in enumerate(paragraphs[:count])]
-
-
 def test_a_bulk_write_merges_the_keyword_index_into_one_segment_with_the_same_scores(
         collection: Collection) -> None:
-    parts = _paragraphs(3)
+    parts = seed_paragraphs(3)
     for document in parts:  # one commit each: FTS5 leaves a segment per commit
         collection.add([document])
     assert collection.store.keyword_segments() == 3
@@ -181,7 +173,7 @@ def test_a_bulk_write_merges_the_keyword_index_into_one_segment_with_the_same_sc
 
 def test_a_small_write_leaves_the_keyword_index_to_fts5s_own_merging(
         collection: Collection) -> None:
-    parts = _paragraphs(12)
+    parts = seed_paragraphs(12)
     collection.add(parts[:-1])
     collection.add(parts[-1:])
     chunks = collection.counts()[1]
@@ -195,7 +187,7 @@ def test_qa_index_leaves_a_merged_keyword_index(collection: Collection, tmp_path
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "parts"
     folder.mkdir()
-    for document in _paragraphs(3):  # fewer than FTS5's automerge (4 segments)
+    for document in seed_paragraphs(3):  # fewer than FTS5's automerge (4 segments)
         (folder / f"{document.id}.txt").write_text(document.text, encoding="utf-8")
     monkeypatch.setattr("qa.indexing.GROUP_CHUNKS", 1)  # a commit per file, as a big load
     summary = index_paths(collection, [folder], progress=False)

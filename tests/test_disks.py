@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, LiveServer
+from conftest import ROOT, LiveServer, seed_paragraphs
 
 from qa.collection import DATABASE, LOCK, Collection
 from qa.embedding import Embedder
@@ -177,13 +177,11 @@ def test_a_full_disk_is_storage_full_and_keeps_every_committed_document(
 def test_a_disk_too_full_to_merge_the_keyword_index_costs_a_warning_not_the_run(
     tmp_path: Path, embedder: Embedder
 ) -> None:
-    paragraphs = [p for p in (ROOT / "seeds" / "2025-05-15-istanbul-peace-talks.txt")
-                  .read_text(encoding="utf-8").split("\n\n") if len(p.split()) > 20]
     with small_disk(tmp_path / "small", "16m") as disk:
         collection = Collection.open(Settings(index_dir=disk / "index"), embedder, create=True)
         try:
-            for n, text in enumerate(paragraphs[:3]):  # a segment each
-                collection.add([Document(id=f"p{n}", text=text, title=f"Part {n}")])
+            for document in seed_paragraphs(3):  # a segment each
+                collection.add([document])
             before = collection.keyword_search("Russian delegation", 5)
             # The WAL emptied, so the merge must grow it, on a disk with no byte left.
             collection.store._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
