@@ -88,6 +88,26 @@ def ask(client: LeanClient, question: str, mode: str) -> tuple[float, float]:
     return time.perf_counter() - started, answer["took_ms"] / 1000
 
 
+def by_turns(conns: dict[str, LeanClient], questions: list[str], n: int, mode: str
+             ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Walls and tooks (seconds) of `n` questions asked of each of two servers, which take
+    turns by blocks of BLOCK questions, the first one alternating (after 5 warm-up questions
+    each)."""
+    first, second = conns
+    for conn in conns.values():  # warm: model, index, caches, first-request imports
+        for q in questions[:5]:
+            ask(conn, q + " (warm)", mode)
+    walls: dict[str, list[float]] = {name: [] for name in conns}
+    tooks: dict[str, list[float]] = {name: [] for name in conns}
+    for block, start in enumerate(range(5, 5 + n, BLOCK)):
+        for name in ([first, second] if block % 2 == 0 else [second, first]):
+            for q in questions[start:start + BLOCK]:
+                wall, took = ask(conns[name], q, mode)
+                walls[name].append(wall)
+                tooks[name].append(took)
+    return walls, tooks
+
+
 def summary(walls: list[float], tooks: list[float]) -> dict[str, float]:
     wall, took = np.asarray(walls) * 1000, np.asarray(tooks) * 1000
     return {"requests": len(walls), "wall_p50_ms": round(float(np.median(wall)), 3),
@@ -131,18 +151,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         servers["base"] = start_server(base_tree, index, PORT, scratch, envs["base"])
         servers["new"] = start_server(ROOT, index, PORT + 1, scratch, envs["new"])
         conns = {"base": connect(PORT), "new": connect(PORT + 1)}
-        for conn in conns.values():  # warm: model, index, caches, first-request imports
-            for q in questions[:5]:
-                ask(conn, q + " (warm)", args.mode)
-        walls: dict[str, list[float]] = {name: [] for name in conns}
-        tooks: dict[str, list[float]] = {name: [] for name in conns}
-        for block, start in enumerate(range(5, 5 + args.n, BLOCK)):
-            order = ["base", "new"] if block % 2 == 0 else ["new", "base"]
-            for name in order:
-                for q in questions[start:start + BLOCK]:
-                    wall, took = ask(conns[name], q, args.mode)
-                    walls[name].append(wall)
-                    tooks[name].append(took)
+        walls, tooks = by_turns(conns, questions, args.n, args.mode)
     finally:
         for server in servers.values():
             server.terminate()
