@@ -37,7 +37,7 @@ import numpy as np
 
 from bench.corpus import scifact_questions
 from bench.measure import ROOT, extract_package, revision
-from bench.serving import LeanClient
+from bench.serving import LeanClient, settled
 
 BLOCK = 10
 PORT = 8790  # baseline; the working tree's server gets PORT + 1
@@ -66,19 +66,23 @@ def start_server(tree: Path, index: Path, port: int, cwd: Path, extra: dict[str,
 
 
 def connect(port: int, deadline_s: float = 300.0) -> LeanClient:
-    """A keep-alive client once the server answers /healthz."""
+    """A keep-alive client once the server answers /healthz, its keyword index read (see
+    bench.serving.settled)."""
     stop = time.monotonic() + deadline_s
     while True:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             conn.request("GET", "/healthz")
-            conn.getresponse().read()
+            health = json.loads(conn.getresponse().read())
             conn.close()
-            return LeanClient(f"http://127.0.0.1:{port}")
+            if settled(health):
+                return LeanClient(f"http://127.0.0.1:{port}")
         except OSError:
             if time.monotonic() > stop:
                 raise
-            time.sleep(0.5)
+        if time.monotonic() > stop:
+            raise TimeoutError(f"the server on port {port} did not settle in {deadline_s} s")
+        time.sleep(0.5)
 
 
 def ask(client: LeanClient, question: str, mode: str) -> tuple[float, float]:

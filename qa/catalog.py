@@ -186,6 +186,8 @@ class Catalog:
                 return held[1]
             self._forget(name)
             collection = Collection.open(self.settings_for(name), self.embedder)
+            # Shared collections serve many questions: their keyword index is worth memory.
+            collection.keep_keywords_in_memory(self.settings.keywords_in_memory)
             self._open[name] = (info.uid, collection)
             return collection
 

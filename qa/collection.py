@@ -34,7 +34,7 @@ from qa.errors import (
 )
 from qa.filters import Filter
 from qa.settings import Settings
-from qa.store import SCHEMA_VERSION, Store
+from qa.store import SCHEMA_VERSION, KeywordKeeper, Store
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
 from qa.vectors import VectorIndex
 
@@ -117,6 +117,7 @@ class Collection:
         self._allowed: OrderedDict[tuple[str, tuple[int, int]], npt.NDArray[np.int64]] = (
             OrderedDict())
         self._allowed_lock = threading.Lock()
+        self._keeper: KeywordKeeper | None = None  # see keep_keywords_in_memory
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -180,7 +181,21 @@ class Collection:
         collection._load_snapshot(reconcile=reconcile)
         return collection
 
+    def keep_keywords_in_memory(self, max_instances: int) -> None:
+        """Hold the keyword index in memory from now on (a server's collections): read it on
+        a thread of its own, and again once writes have changed it and then paused (see
+        KeywordKeeper). Until then, and whenever it is behind, FTS5 answers, the same."""
+        if max_instances > 0 and self._keeper is None:
+            self._keeper = KeywordKeeper(self.store, max_instances).start()
+
+    @property
+    def keywords(self) -> str:
+        """Where keyword search runs: "memory", "building" (FTS5 meanwhile) or "fts5"."""
+        return "fts5" if self._keeper is None else self._keeper.state
+
     def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper.stop()
         try:
             self.save_snapshot()
             self.store.close()

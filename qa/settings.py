@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         "X-Forwarded-For/-Proto `qa serve` believes (`*`: any); none means the client is the "
         "connecting address, so a client cannot choose its own rate-limit bucket.",
     )
+    keywords_in_memory: int = Field(
+        default=30_000_000, ge=0,
+        description="Term instances of a collection's keyword index a server (or MCP) holds in "
+        "memory, 8 bytes each, to rank keyword matches without FTS5's per-row work; a larger "
+        "index, or 0, is searched on disk only. Answers are the same either way.",
+    )
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes."
     )

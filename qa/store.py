@@ -27,6 +27,7 @@ import numpy.typing as npt
 from qa.chunking import split_sentences
 from qa.errors import DocumentNotFound, IndexNotFound, ReadOnlyIndex, StorageFull
 from qa.filters import Filter
+from qa.keywords import Fingerprint, KeywordMirror, fingerprint
 from qa.text import keyword_query, query_words, rarest
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
 
@@ -83,6 +84,8 @@ class Store:
 
     # The last allowed ids a keyword search was restricted to, with their byte table.
     _members: tuple[npt.NDArray[np.int64], bytes] | None = None
+    # The keyword index held in memory, answering while it is of the index's current state.
+    _mirror: KeywordMirror | None = None
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.path = path
@@ -401,6 +404,9 @@ class Store:
         """
         if allowed is not None and len(allowed) == 0:
             return []
+        mirror = self.current_mirror()
+        if mirror is not None:
+            return mirror.keyword_search(question, k, budget=budget, allowed=allowed)
         with self._lock:
             keep = (lambda _: True) if budget is None else self._affordable(question, budget)
             query = keyword_query(question, keep)
@@ -449,6 +455,9 @@ class Store:
     def absent_words(self, words: Sequence[str]) -> list[str]:
         """Those of `words` that no chunk holds (as FTS5 stems them). One indexed probe each:
         EXISTS without ranking reads a single posting, whatever the collection's size."""
+        mirror = self.current_mirror()
+        if mirror is not None:
+            return mirror.absent_words(words)
         absent: list[str] = []
         # All probes in one statement (a column each): one round trip instead of one a word.
         for batch in _batches(list(dict.fromkeys(words)), MAX_PARAMETERS):
@@ -459,6 +468,37 @@ class Store:
                                           [f'"{w}"' for w in batch]).fetchone()
             absent += [w for w, found in zip(batch, held, strict=True) if not found]
         return absent
+
+    # -- the keyword index in memory (qa/keywords.py) ----------------------------------------
+
+    def read_keyword_mirror(self, max_instances: int) -> KeywordMirror | None:
+        """The keyword index as it stands, read whole into memory on a connection of its own
+        (one read transaction: the arrays and their fingerprint are of one state); None when
+        it is empty or larger than `max_instances`. Seconds at 100k chunks: not on a
+        question's path."""
+        conn = _connect_read_only(self.path)
+        try:
+            _map_pages(conn)
+            conn.execute("BEGIN")
+            return KeywordMirror.read(conn, max_instances=max_instances)
+        finally:
+            conn.close()
+
+    def use_keyword_mirror(self, mirror: KeywordMirror | None) -> None:
+        self._mirror = mirror
+
+    def keyword_fingerprint(self) -> Fingerprint | None:
+        with self._lock:
+            return fingerprint(self._conn)
+
+    def current_mirror(self) -> KeywordMirror | None:
+        """The mirror in use, if it is of the state this connection reads now."""
+        mirror = self._mirror
+        if mirror is None:
+            return None
+        with self._lock:
+            now = fingerprint(self._conn)
+        return mirror if now == mirror.fingerprint else None
 
     def _affordable(self, question: str, budget: int) -> Callable[[str], bool]:
         """Which of the question's words fit the postings budget (all, in a small collection)."""
@@ -553,6 +593,59 @@ class Store:
             DocumentRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
             for r in rows
         ]
+
+
+# How often a server's collection checks whether its keyword index changed. A mirror is read
+# again once the index has changed and then kept still for a whole period, so a run of writes
+# (a watch, a crawl, a bulk load) is read once, after it, rather than once a write.
+KEYWORDS_CHECK_S = 30.0
+
+
+class KeywordKeeper:
+    """Keeps a store's keyword mirror (qa/keywords.py) of its index's current state, on a
+    thread of its own: read at once, then again whenever the index changed and has stayed as
+    it is since the last check. While none is current, the store asks FTS5 (same answers)."""
+
+    def __init__(self, store: Store, max_instances: int, every_s: float = KEYWORDS_CHECK_S
+                 ) -> None:
+        self.store = store
+        self.max_instances = max_instances
+        self.every_s = every_s
+        self.state = "building"  # "memory" | "building" | "fts5"; see Collection.keywords
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qa-keywords", daemon=True)
+
+    def start(self) -> KeywordKeeper:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Asks the thread to end; a read in progress is not waited for past `timeout` (it
+        holds its own connection, and its arrays are dropped)."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        seen: Fingerprint | None = None  # the index's state at the last check
+        tried: Fingerprint | None = None  # the state last read (or found too large)
+        first = True
+        while not self._stop.is_set():
+            try:
+                now = self.store.keyword_fingerprint()
+                if (self.store.current_mirror() is None and now is not None and now != tried
+                        and (first or now == seen)):
+                    tried = now
+                    self.store.use_keyword_mirror(None)  # behind: its arrays go first
+                    self.state = "building"
+                    mirror = self.store.read_keyword_mirror(self.max_instances)
+                    if not self._stop.is_set():
+                        self.store.use_keyword_mirror(mirror)
+                self.state = "memory" if self.store.current_mirror() is not None else "fts5"
+                seen, first = now, False
+            except (sqlite3.Error, OSError, IndexNotFound):  # closed or gone: FTS5 answers
+                self.store.use_keyword_mirror(None)
+                self.state = "fts5"
+            self._stop.wait(self.every_s)
 
 
 def _documents_allowed(filter: Filter | None) -> tuple[str, tuple[Any, ...]]:

@@ -144,6 +144,9 @@ class Health(BaseModel):
     chunks: int
     model: str
     last_crawl: LastCrawl | None = None
+    # Where keyword search runs: "memory", "building" (FTS5 meanwhile) or "fts5"; the answers
+    # are the same, only their speed differs (settings.keywords_in_memory).
+    keywords: str = "fts5"
 
 
 # -- writes ----------------------------------------------------------------------------------

@@ -100,6 +100,7 @@ def search_router(settings: Settings, *, named: bool = False) -> APIRouter:
         crawl = last_crawl(collection.directory)  # crawl.json: any process's last crawl
         return Health(status="ok", documents=documents, chunks=chunks,
                       model=collection.manifest.model,
-                      last_crawl=LastCrawl.model_validate(crawl) if crawl else None)
+                      last_crawl=LastCrawl.model_validate(crawl) if crawl else None,
+                      keywords=collection.keywords)
 
     return router
