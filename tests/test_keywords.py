@@ -7,10 +7,11 @@ import json
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-
 from conftest import seed_paragraphs
+
 from qa.collection import Collection
 from qa.store import KeywordKeeper, Store
 from qa.text import query_words
@@ -134,10 +135,7 @@ def test_a_server_collection_keeps_its_mirror_in_step_with_writes(filled: Collec
     assert not keeper._thread.is_alive()
 
 
-def test_healthz_says_where_keyword_search_runs(http: object) -> None:
-    import httpx
-
-    assert isinstance(http, httpx.Client)
+def test_healthz_says_where_keyword_search_runs(http: httpx.Client) -> None:
     deadline = time.monotonic() + 20
     while (health := http.get("/healthz").json())["keywords"] == "building":
         assert time.monotonic() < deadline
