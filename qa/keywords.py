@@ -39,8 +39,10 @@ from qa.text import query_words, rarest
 K1, B = 1.2, 0.75  # FTS5's bm25 defaults
 OFFSET_BITS = 24  # a term instance is stored as chunk id << 24 | its token offset in the chunk
 TOKENIZER = "porter unicode61 remove_diacritics 2"  # the chunks_fts table's (qa/store.py)
-# What a process remembers of questions: each word's or pair's tokens, and each phrase's rows.
+# What a process remembers of questions: each word's or pair's tokens (this many), and each
+# phrase's rows (up to this many rows in all: 16 bytes each, 64 MiB).
 REMEMBERED = 1 << 15
+REMEMBERED_ROWS = 1 << 22
 
 Fingerprint = tuple[int, int, int]  # FTS5 rows, FTS5 tokens, chunk ids issued
 
@@ -99,6 +101,7 @@ class KeywordMirror:
         self._lock = threading.Lock()  # see _tokenize
         self._tokens: dict[str, tuple[str, ...]] = {}
         self._phrases: dict[str, _Phrase] = {}
+        self._phrase_rows = 0  # rows the remembered phrases hold
 
     @classmethod
     def read(cls, conn: sqlite3.Connection, *, max_instances: int) -> KeywordMirror | None:
@@ -222,7 +225,9 @@ class KeywordMirror:
             keys = np.intersect1d(keys, self.terms.get(token, empty) - shift, assume_unique=True)
         docs, freq = np.unique(keys >> OFFSET_BITS, return_counts=True)
         found = _Phrase(docs, freq.astype(np.float64))
-        if len(self._phrases) >= REMEMBERED:
+        if self._phrase_rows + len(docs) > REMEMBERED_ROWS:  # all at once, as CHUNK_ROWS
             self._phrases.clear()
+            self._phrase_rows = 0
         self._phrases[text] = found
+        self._phrase_rows += len(docs)
         return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -30,6 +31,8 @@ from qa.filters import Filter
 from qa.keywords import Fingerprint, KeywordMirror, fingerprint
 from qa.text import keyword_query, query_words, rarest
 from qa.types import Chunk, ChunkRow, Document, DocumentRow
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 # SQLite's default limit on bound parameters is 999: `IN (...)` lists are sent in batches.
@@ -642,7 +645,9 @@ class KeywordKeeper:
                         self.store.use_keyword_mirror(mirror)
                 self.state = "memory" if self.store.current_mirror() is not None else "fts5"
                 seen, first = now, False
-            except (sqlite3.Error, OSError, IndexNotFound):  # closed or gone: FTS5 answers
+            except Exception:  # closed, gone, short of memory: FTS5 answers, as it can
+                if not self._stop.is_set():
+                    log.warning("keyword index not held in memory", exc_info=True)
                 self.store.use_keyword_mirror(None)
                 self.state = "fts5"
             self._stop.wait(self.every_s)
