@@ -86,12 +86,13 @@ class _Phrase:
 class KeywordMirror:
     """One state of a collection's FTS5 index, in arrays (see the module docstring)."""
 
-    def __init__(self, terms: dict[str, npt.NDArray[np.int64]],
-                 length: npt.NDArray[np.float64], at: Fingerprint) -> None:
+    def __init__(self, terms: dict[str, npt.NDArray[np.int64]], ids: npt.NDArray[np.int64],
+                 length: npt.NDArray[np.uint32], at: Fingerprint) -> None:
         self.terms = terms  # term → its instances as chunk id << OFFSET_BITS | offset, ascending
         self.holding = {t: int(np.count_nonzero(np.diff(a >> OFFSET_BITS))) + 1
                         for t, a in terms.items()}  # term → chunks holding it
-        self.length = length  # chunk id → its token count (D)
+        self.ids = ids  # the indexed chunks, ascending
+        self.length = length  # their token counts (D), in the same order
         self.fingerprint = at
         self.rows = at[0]
         self.avgdl = float(at[1]) / float(at[0])
@@ -134,15 +135,18 @@ class KeywordMirror:
         bounds = np.cumsum([0] + [c for _, c in counts])
         terms = {t: keys[a:b] for (t, _), a, b in zip(counts, bounds[:-1], bounds[1:],
                                                        strict=True)}
-        sizes = conn.execute("SELECT id, sz FROM chunks_fts_docsize").fetchall()
-        length = np.zeros(max(i for i, _ in sizes) + 1, dtype=np.float64)
-        for i, blob in sizes:
-            length[i] = varints(blob)[0]
-        return cls(terms, length, at)
+        # Token counts by chunk id, as two arrays: chunk ids are never reused, so a collection
+        # rewritten often has ids far beyond its chunk count, and a table indexed by id would
+        # grow with them.
+        sizes = conn.execute("SELECT id, sz FROM chunks_fts_docsize ORDER BY id").fetchall()
+        ids = np.fromiter((i for i, _ in sizes), dtype=np.int64, count=len(sizes))
+        length = np.fromiter((varints(blob)[0] for _, blob in sizes), dtype=np.uint32,
+                             count=len(sizes))
+        return cls(terms, ids, length, at)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.terms.values()) + self.length.nbytes
+        return sum(a.nbytes for a in self.terms.values()) + self.ids.nbytes + self.length.nbytes
 
     # -- the three keyword calls of a question ------------------------------------------------
 
@@ -161,7 +165,8 @@ class KeywordMirror:
         if not phrases or (allowed is not None and len(allowed) == 0):
             return []
         docs = np.unique(np.concatenate([p.docs for p in phrases]))
-        length = self.length[docs]
+        # D as a double, exactly the integer FTS5 converts (token counts fit 32 bits).
+        length = self.length[np.searchsorted(self.ids, docs)].astype(np.float64)
         score = np.zeros(len(docs), dtype=np.float64)
         for p in phrases:  # in query order: FTS5 sums its phrases so
             n = len(p.docs)
