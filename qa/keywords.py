@@ -29,12 +29,12 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from qa.text import query_words, rarest
+from qa.text import keyword_phrases, query_words, rarest
 
 K1, B = 1.2, 0.75  # FTS5's bm25 defaults
 OFFSET_BITS = 24  # a term instance is stored as chunk id << 24 | its token offset in the chunk
@@ -153,16 +153,16 @@ class KeywordMirror:
     def keyword_search(self, question: str, k: int, *, budget: int | None = None,
                        allowed: npt.NDArray[np.int64] | None = None
                        ) -> list[tuple[int, float]]:
-        """Store.keyword_search, from memory: the same chunks, order and scores."""
+        """Store.keyword_search, from memory: the same chunks, order and scores (an empty
+        `allowed` is the store's to answer)."""
         content, pairs = query_words(question)
         self._tokenize(content + [f"{a} {b}" for a, b in pairs])  # new ones in one pass
-        keep: set[str] | None = None
+        kept: Callable[[str], bool] | None = None  # None: every word
         if budget is not None and len(content) >= 2 and self.fingerprint[2] > budget:
-            keep = rarest(content, {w: self.count(w) for w in content}, budget)
-        kept = [w for w in content if keep is None or w in keep]
-        joined = [f"{a} {b}" for a, b in pairs if keep is None or (a in keep and b in keep)]
-        phrases = [self._phrase(text) for text in dict.fromkeys(kept + joined)]
-        if not phrases or (allowed is not None and len(allowed) == 0):
+            kept = rarest(content, {w: self.count(w) for w in content}, budget).__contains__
+        phrases = [self._phrase(text)
+                   for text in keyword_phrases(question, kept or (lambda _: True))]
+        if not phrases:
             return []
         docs = np.unique(np.concatenate([p.docs for p in phrases]))
         # D as a double, exactly the integer FTS5 converts (token counts fit 32 bits).

@@ -499,9 +499,7 @@ class Store:
         mirror = self._mirror
         if mirror is None:
             return None
-        with self._lock:
-            now = fingerprint(self._conn)
-        return mirror if now == mirror.fingerprint else None
+        return mirror if self.keyword_fingerprint() == mirror.fingerprint else None
 
     def _affordable(self, question: str, budget: int) -> Callable[[str], bool]:
         """Which of the question's words fit the postings budget (all, in a small collection)."""

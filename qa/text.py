@@ -70,14 +70,20 @@ def query_words(question: str) -> tuple[list[str], list[tuple[str, str]]]:
     return content, pairs
 
 
-def keyword_query(question: str, keep: Callable[[str], bool] = lambda _: True) -> str | None:
-    """A question → an FTS5 OR-query of its quoted content words (no FTS syntax can leak in),
-    limited to the words `keep` accepts."""
+def keyword_phrases(question: str, keep: Callable[[str], bool] = lambda _: True) -> list[str]:
+    """The phrases of a question's keyword query, in query order: its content words that
+    `keep` accepts, then its adjacent pairs of them, each once."""
     content, pairs = query_words(question)
     # Adjacent content words also go in as a phrase ("russian delegation"), so chunks that
     # hold the question's phrases outrank those that only share its words.
     phrases = [f"{a} {b}" for a, b in pairs if keep(a) and keep(b)]
-    unique = list(dict.fromkeys([w for w in content if keep(w)] + phrases))
+    return list(dict.fromkeys([w for w in content if keep(w)] + phrases))
+
+
+def keyword_query(question: str, keep: Callable[[str], bool] = lambda _: True) -> str | None:
+    """A question → an FTS5 OR-query of its quoted phrases (no FTS syntax can leak in),
+    limited to the words `keep` accepts."""
+    unique = keyword_phrases(question, keep)
     return " OR ".join(f'"{w}"' for w in unique) if unique else None
 
 
